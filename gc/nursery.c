@@ -1,0 +1,242 @@
+/* nursery.c -- per-thread nurseries and minor collection.
+ *
+ * Each thread bump-allocates in its own nursery (stm_allocate, inline in
+ * stm.h).  When it is full the thread runs a minor collection on its own,
+ * holding only its own collection lock (which keeps thieves out while
+ * objects move): survivors are copied to the thread's old pages and every
+ * reference to them is updated.  No other thread is stopped.
+ *
+ * Roots of a minor collection: the shadow stack; the remembered set (old
+ * objects written since the last collection); our private copies of public
+ * objects (values of p2p); objects written in place and their backups;
+ * stubs other threads hold into our nursery; objects whose committed state
+ * was stolen while we modified them. */
+#include <string.h>
+
+#include "gc/pages.h"
+
+size_t gc_object_size(const void *obj)
+{
+    const stm_header *h = obj;
+    if (h->flags & F_STUB)
+        return sizeof(stm_stub);
+    return stm_g.cfg.object_size(obj);
+}
+
+bool gc_thread_init(stm_thread *t)
+{
+    if (t->nursery_base)
+        return true;    /* a reused descriptor keeps its nursery */
+    size_t size = stm_g.cfg.nursery_size;
+    char *base = gc_map_chunks(size, t->index);
+    if (!base)
+        return false;
+    t->nursery_base = base;
+    t->nursery_limit = base + size;
+    t->tl->nursery_cur = base;
+    return true;
+}
+
+bool stm_is_young(const stm_thread *t, const void *p)
+{
+    return (uintptr_t)p - (uintptr_t)t->nursery_base <
+           (uintptr_t)(t->nursery_limit - t->nursery_base);
+}
+
+typedef struct minor_ctx {
+    stm_thread *t;
+    stm_vec *work;          /* copied objects whose fields are still to visit */
+    uint64_t promoted;
+} minor_ctx;
+
+/* Returns the address `p` (a young object) lives at after the collection. */
+static void *evacuate(minor_ctx *cx, void *p)
+{
+    stm_header *h = p;
+    if (h->flags & F_MOVED)
+        return (void *)h->revision;   /* copied already, or stolen */
+    size_t size = gc_object_size(p);
+    void *n = gc_old_alloc(cx->t, size);
+    if (!n)
+        stm_fatal("out of memory while promoting %zu bytes in a minor collection", size);
+    memcpy(n, p, size);
+    ((stm_header *)n)->flags |= F_WRITE_BARRIER;
+    /* No other thread reads these words: the owner's collection lock is
+     * held, and thieves only look at our objects under it. */
+    h->flags |= F_MOVED;
+    h->revision = (intptr_t)n;
+    cx->promoted += size;
+    if (!stm_vec_push(cx->work, (uintptr_t)n))
+        stm_fatal("out of memory in a minor collection");
+    return n;
+}
+
+static void visit_slot(void **slot, void *ctx)
+{
+    minor_ctx *cx = ctx;
+    void *p = *slot;
+    if (p && stm_is_young(cx->t, p))
+        *slot = evacuate(cx, p);
+}
+
+static void trace_object(minor_ctx *cx, void *obj)
+{
+    if (!(((stm_header *)obj)->flags & F_STUB))
+        stm_g.cfg.trace(obj, visit_slot, cx);
+}
+
+/* Where a young pointer held outside the heap ends up: NULL if it died. */
+static void *survivor(stm_thread *t, void *p)
+{
+    if (!stm_is_young(t, p))
+        return p;
+    stm_header *h = p;
+    return (h->flags & F_MOVED) ? (void *)h->revision : NULL;
+}
+
+void gc_minor_collect(stm_thread *t)
+{
+    static __thread stm_vec work;   /* reused between collections */
+    minor_ctx cx = { .t = t, .work = &work, .promoted = 0 };
+    stm_vec_clear(&work);
+    stm_lock(t);
+    stm_drain_stolen(t);
+
+    /* 1. Shadow stack. */
+    for (void **s = t->ss_bottom; s < t->tl->ss_top; s++)
+        visit_slot(s, &cx);
+    /* 2. Remembered set: old objects written since the last collection. */
+    for (size_t i = 0; i < t->old_to_trace.count; i++) {
+        stm_header *o = (stm_header *)t->old_to_trace.items[i];
+        trace_object(&cx, o);
+        o->flags |= F_WRITE_BARRIER;   /* the next write records it again */
+    }
+    stm_vec_clear(&t->old_to_trace);
+    /* 3. Our private copies of public objects. */
+    STM_MAP_FOREACH(&t->p2p, e) visit_slot((void **)&e->value, &cx);
+    /* 4. Objects written in place, and their backups (old copies that hold
+     *    the committed state, whose fields may point into the nursery). */
+    for (size_t i = 0; i < t->pfp.count; i++) {
+        visit_slot((void **)&t->pfp.items[i], &cx);
+        stm_header *o = (stm_header *)t->pfp.items[i];
+        trace_object(&cx, (void *)o->ident);
+    }
+    /* 5. Stubs other threads hold into our nursery. */
+    for (size_t i = 0; i < t->young_stubs.count; i++) {
+        stm_stub *s = (stm_stub *)t->young_stubs.items[i];
+        intptr_t rev = stm_load_relaxed(&s->hdr.revision);
+        if (REV_IS_STUBPTR(rev)) {
+            void *target = (void *)(rev & ~(intptr_t)3);
+            if (stm_is_young(t, target)) {
+                target = evacuate(&cx, target);
+                /* Pairs with the acquire loads of stub revisions in
+                 * stm_resolve: the copied object is complete before it is
+                 * reachable through the stub. */
+                stm_store_release(&s->hdr.revision, (intptr_t)target | 2);
+            }
+        }
+    }
+    stm_vec_clear(&t->young_stubs);
+    /* 6. Public copies of objects we are modifying (stolen pairs live in
+     *    p2p after the drain above, as values: already visited). */
+
+    /* Transitive closure. */
+    while (work.count) {
+        void *o = (void *)work.items[--work.count];
+        trace_object(&cx, o);
+    }
+
+    /* Weak-ish references: the read set and the read cache only matter for
+     * objects that survived. */
+    size_t kept = 0;
+    for (size_t i = 0; i < t->read_set.count; i++) {
+        void *p = survivor(t, (void *)t->read_set.items[i]);
+        if (p)
+            t->read_set.items[kept++] = (uintptr_t)p;
+    }
+    t->read_set.count = kept;
+    kept = 0;
+    for (size_t i = 0; i < t->cache_fills.count; i++) {
+        const void *key = (const void *)t->cache_fills.items[i];
+        stm__cache_entry *e = (stm__cache_entry *)((char *)t->tl->cache + (uint16_t)(uintptr_t)key);
+        if (e->key != key)
+            continue;
+        void *v = survivor(t, e->value);
+        if (stm_is_young(t, key) || !v) {
+            e->key = NULL;
+            continue;
+        }
+        e->value = v;
+        t->cache_fills.items[kept++] = (uintptr_t)key;
+    }
+    t->cache_fills.count = kept;
+
+    /* Reset the nursery: zero what was used, so allocation need not. */
+    char *used_end = t->tl->nursery_cur;
+    stm_account_allocation(t);
+    t->tx_alloc_done += (uint64_t)(used_end - t->tx_alloc_mark);
+#if STM_DEBUG > 0
+    /* Make stale pointers into the old nursery contents fail loudly. */
+    memset(t->nursery_base, 0xdd, (size_t)(used_end - t->nursery_base));
+#endif
+    memset(t->nursery_base, 0, (size_t)(used_end - t->nursery_base));
+    t->tl->nursery_cur = t->nursery_base;
+    t->tx_alloc_mark = t->nursery_base;
+    t->stats_alloc_mark = t->nursery_base;
+    if (t->state != TX_NONE)
+        t->tl->nursery_end = t->nursery_limit;
+    stm_stat(t, STAT_minor_collections, 1);
+    stm_stat(t, STAT_bytes_promoted, cx.promoted);
+    stm_unlock(t);
+}
+
+void *stm__allocate_slow(size_t size, uint32_t tid)
+{
+    stm_thread *t = stm_me;
+    if (!t)
+        stm_fatal("stm_allocate: the calling thread is not attached (call stm_thread_attach)");
+    if (t->state == TX_NONE)
+        stm_fatal("stm_allocate called outside a transaction");
+    if (size < sizeof(stm_header))
+        stm_fatal("stm_allocate: size %zu is smaller than the object header (%zu bytes)", size,
+                  sizeof(stm_header));
+    if (size > STM_MAX_OBJECT_SIZE) {
+        if (t->state == TX_INEVITABLE)
+            return NULL;
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+    }
+    size_t rounded = stm_round_size(size);
+    stm_header *h;
+    if (rounded > stm_g.large_threshold) {
+        h = gc_old_alloc(t, rounded);
+        if (!h) {
+            if (t->state == TX_INEVITABLE)
+                return NULL;
+            stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+        }
+        /* Old and private: trace it at the next minor collection, since
+         * its fields may come to point into the nursery. */
+        if (!stm_vec_push(&t->old_to_trace, (uintptr_t)h)) {
+            if (t->state == TX_INEVITABLE)
+                return NULL;
+            stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+        }
+    } else {
+        gc_minor_collect(t);
+        h = (stm_header *)t->tl->nursery_cur;
+        t->tl->nursery_cur += rounded;
+    }
+    h->tid = tid;
+    h->revision = t->prn;
+    if (rounded > stm_g.large_threshold)
+        stm_stat(t, STAT_bytes_allocated, rounded);
+    return h;
+}
+
+STM_API void stm_minor_collect(void)
+{
+    stm_thread *t = stm_me;
+    if (!t || t->state == TX_NONE)
+        stm_fatal("stm_minor_collect called outside a transaction");
+    gc_minor_collect(t);
+}

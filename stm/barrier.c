@@ -1,0 +1,321 @@
+/* barrier.c -- the slow paths of the read and write barriers, the read
+ * cache, and read-set validation (docs/DESIGN.md, "Barriers").
+ *
+ * stm_resolve() turns any pointer a transaction may hold (its own private
+ * or protected copy, a public copy current or outdated, a stub, a prebuilt
+ * object, a forwarder left by a thief) into the copy the transaction must
+ * use, and records it for validation.  The read cache then maps the
+ * original pointer to that copy, so the next stm_read of the same pointer
+ * takes the inline fast path whatever kind of copy it names. */
+#include <string.h>
+
+#include "stm/core.h"
+#include "gc/pages.h"
+
+static inline stm__cache_entry *cache_slot(stm_thread *t, const void *key)
+{
+    return (stm__cache_entry *)((char *)t->tl->cache + (uint16_t)(uintptr_t)key);
+}
+
+void stm_cache_insert(stm_thread *t, const void *key, void *value)
+{
+    stm__cache_entry *e = cache_slot(t, key);
+    if (e->key != key) {
+        if (!stm_vec_push(&t->cache_fills, (uintptr_t)key))
+            return;   /* not cached: correct, only slower */
+        e->key = key;
+    }
+    e->value = value;
+}
+
+/* O(entries filled), not O(cache size). */
+void stm_cache_clear(stm_thread *t)
+{
+    for (size_t i = 0; i < t->cache_fills.count; i++) {
+        const void *key = (const void *)t->cache_fills.items[i];
+        stm__cache_entry *e = cache_slot(t, key);
+        if (e->key == key)
+            e->key = NULL;
+    }
+    stm_vec_clear(&t->cache_fills);
+}
+
+/* `pub` (a public copy) now has our private copy `priv`: every cached
+ * resolution to `pub`, or to a copy that has since been forwarded (stolen
+ * or outdated), must now give `priv` or be dropped.  Beyond a bound the
+ * whole cache is cleared instead, which keeps this amortised O(1) per
+ * fill. */
+void stm_cache_redirect(stm_thread *t, const void *pub, void *priv)
+{
+    if (t->cache_fills.count > 256) {
+        stm_cache_clear(t);
+        return;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < t->cache_fills.count; i++) {
+        const void *key = (const void *)t->cache_fills.items[i];
+        stm__cache_entry *e = cache_slot(t, key);
+        if (e->key != key)
+            continue;
+        if (e->value == pub) {
+            e->value = priv;
+        } else {
+            intptr_t rev = stm_load_relaxed(&((stm_header *)e->value)->revision);
+            if (!REV_IS_ODD(rev)) {   /* forwarded or outdated: resolve again */
+                e->key = NULL;
+                continue;
+            }
+        }
+        t->cache_fills.items[kept++] = (uintptr_t)key;
+    }
+    t->cache_fills.count = kept;
+}
+
+/* ---- validation ------------------------------------------------------- */
+
+/* Is the copy `obj`, read at our snapshot, still the current one?
+ * Forwarders with the same content (F_MOVED) are followed. */
+static bool still_current(stm_thread *t, const stm_header *obj, bool at_commit)
+{
+    for (;;) {
+        /* Acquire: pairs with the release stores that publish forwarders,
+         * so that the flags of a forwarder are seen with its pointer. */
+        intptr_t rev = stm_load_acquire(&obj->revision);
+        if (REV_IS_PRN(rev) || REV_IS_STAMP(rev))
+            return true;
+        if (REV_IS_LOCK(rev)) {
+            if (rev == t->lock_value)
+                return true;
+            if (at_commit)
+                return false;   /* waiting could deadlock with its committer */
+            stm_cpu_relax();    /* in flight: the committer will finish */
+            continue;
+        }
+        if (REV_IS_PTR(rev) && (stm_load_relaxed(&obj->flags) & F_MOVED)) {
+            obj = (const stm_header *)rev;
+            continue;
+        }
+        return false;
+    }
+}
+
+bool stm_validate(stm_thread *t, bool at_commit, const void **bad)
+{
+    for (size_t i = 0; i < t->read_set.count; i++) {
+        const stm_header *o = (const stm_header *)t->read_set.items[i];
+        if (!still_current(t, o, at_commit)) {
+            *bad = o;
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A read met a copy committed after our snapshot: move the snapshot to now
+ * if everything read so far is still current (extendable timestamps),
+ * otherwise abort.  Keeps every attempt consistent (opacity). */
+void stm_extend_snapshot(stm_thread *t, const void *why)
+{
+    /* Acquire: pairs with committers' release of the clock. */
+    intptr_t now = stm_load_acquire(&stm_g.time) & ~(intptr_t)1;
+    const void *bad = NULL;
+    stm_stat(t, STAT_read_validations, 1);
+    if (!stm_validate(t, false, &bad))
+        stm_abort_tx(t, STM_ABORT_VALIDATE_INFLIGHT, bad ? bad : why);
+    t->snapshot = now;
+}
+
+/* ---- resolution ------------------------------------------------------- */
+
+static STM_COLD void not_in_tx(const char *what)
+{
+    if (!stm_me)
+        stm_fatal("%s: the calling thread is not attached (call stm_thread_attach)", what);
+    stm_fatal("%s called outside a transaction", what);
+}
+
+static void record_read(stm_thread *t, const void *obj)
+{
+    if (!stm_vec_push(&t->read_set, (uintptr_t)obj))
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, obj);
+}
+
+/* Our private copy of the public `pub`, if we wrote it in this
+ * transaction (including copies reported by thieves). */
+static void *private_copy_of(stm_thread *t, const stm_header *pub)
+{
+    stm_map_entry *e = stm_map_find(&t->p2p, (uintptr_t)pub);
+    if (e)
+        return (void *)e->value;
+    if (stm_load_relaxed(&t->stolen.count)) {
+        stm_lock(t);
+        stm_drain_stolen(t);
+        stm_unlock(t);
+        e = stm_map_find(&t->p2p, (uintptr_t)pub);
+        if (e)
+            return (void *)e->value;
+    }
+    return NULL;
+}
+
+void *stm_resolve(stm_thread *t, const void *start)
+{
+    const stm_header *obj = start;
+    unsigned spins = 0;
+    for (;;) {
+        /* Acquire: pairs with every release store of a revision (commit
+         * publication, unlock, stealing, minor-collection forwarding), so
+         * that the copy a revision leads to is complete when we read it. */
+        intptr_t rev = stm_load_acquire(&obj->revision);
+        if (rev == t->prn)
+            return (void *)obj;                    /* private */
+        if (REV_IS_PRN(rev)) {
+            /* Protected: ours, or another thread's reached through raw
+             * memory (a global root holding a non-published object). */
+            unsigned owner = gc_owner_of(obj);
+            if (owner == t->index) {
+                record_read(t, obj);
+                return (void *)obj;
+            }
+            if (owner == 0)
+                stm_fatal("stm_read/stm_write on %p, which is not an stm object (or was freed)",
+                          (const void *)obj);
+            obj = stm_steal(t, obj, owner);
+            continue;
+        }
+        if (REV_IS_STAMP(rev)) {
+            STM_ASSERT(stm_load_relaxed(&obj->flags) & F_PUBLIC);
+            if (stm_load_relaxed(&obj->flags) & F_PUBLIC_TO_PRIVATE) {
+                void *mine = private_copy_of(t, obj);
+                if (mine)
+                    return mine;
+            }
+            if (rev > t->snapshot) {
+                stm_extend_snapshot(t, obj);
+                continue;
+            }
+            record_read(t, obj);
+            return (void *)obj;
+        }
+        if (REV_IS_LOCK(rev)) {
+            /* A committer is publishing a newer version; it holds the lock
+             * only briefly and never waits while holding it. */
+            if (++spins > 1000)
+                sched_yield();
+            stm_cpu_relax();
+            continue;
+        }
+        if (REV_IS_STUBPTR(rev)) {
+            const stm_stub *s = (const stm_stub *)obj;
+            unsigned owner = (unsigned)s->owner;
+            if (owner == t->index) {
+                obj = (const stm_header *)(rev & ~(intptr_t)3);
+                continue;
+            }
+            obj = stm_steal(t, obj, owner);
+            continue;
+        }
+        STM_ASSERT(REV_IS_PTR(rev));
+        obj = (const stm_header *)rev;             /* newer or moved copy */
+    }
+}
+
+STM_API void *stm__read_slow(const void *obj)
+{
+    stm_thread *t = stm_me;
+    if (STM__UNLIKELY(!t || t->state == TX_NONE))
+        not_in_tx("stm_read");
+    if (!obj)
+        stm_fatal("stm_read called on NULL");
+    stm_stat(t, STAT_read_slow, 1);
+    t->tx_slow_reads++;
+    void *res = stm_resolve(t, obj);
+    stm_cache_insert(t, obj, res);
+    return res;
+}
+
+/* Makes the old private object `o` tracked by the remembered set. */
+static void remember(stm_thread *t, stm_header *o)
+{
+    if (o->flags & F_WRITE_BARRIER) {
+        if (!stm_vec_push(&t->old_to_trace, (uintptr_t)o))
+            stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, o);
+        o->flags &= ~F_WRITE_BARRIER;
+    }
+}
+
+STM_API void *stm__write_slow(void *obj)
+{
+    stm_thread *t = stm_me;
+    if (STM__UNLIKELY(!t || t->state == TX_NONE))
+        not_in_tx("stm_write");
+    if (!obj)
+        stm_fatal("stm_write called on NULL");
+    stm_stat(t, STAT_write_slow, 1);
+    for (;;) {
+        stm_header *cur = stm_resolve(t, obj);
+        if (cur->revision == t->prn) {          /* already private */
+            remember(t, cur);
+            if (cur != obj)
+                stm_cache_insert(t, obj, cur);
+            return cur;
+        }
+        size_t size = gc_object_size(cur);
+        if (!(stm_load_relaxed(&cur->flags) & F_PUBLIC)) {
+            /* Our protected copy: write in place, keeping a backup of the
+             * committed state.  Under our lock, so that a thief sees either
+             * the protected object or (flag set) its backup. */
+            stm_header *backup = gc_old_alloc(t, size);
+            if (!backup || !stm_vec_reserve(&t->pfp, 1))
+                stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);
+            stm_lock(t);
+            if (stm_load_relaxed(&cur->flags) & F_MOVED) {
+                /* Stolen since we resolved it: it is public now. */
+                stm_unlock(t);
+                gc_old_free(t, backup, size);
+                continue;
+            }
+            memcpy(backup, cur, size);
+            backup->flags |= F_BACKUP;
+            cur->ident = (uintptr_t)backup;
+            cur->flags |= F_PFP;
+            stm_store_relaxed(&cur->revision, t->prn);
+            stm_vec_push_reserved(&t->pfp, (uintptr_t)cur);
+            stm_unlock(t);
+            stm_stat(t, STAT_backups_made, 1);
+            remember(t, cur);
+            if (cur != obj)
+                stm_cache_insert(t, obj, cur);
+            return cur;
+        }
+        /* A public copy: copy on write.  The copy goes into the nursery if
+         * it fits without a collection, else into old space; the write
+         * barrier never collects. */
+        size_t rounded = stm_round_size(size);
+        stm_header *copy;
+        bool young = rounded <= stm_g.large_threshold &&
+                     (size_t)(t->tl->nursery_end - t->tl->nursery_cur) >= rounded;
+        if (young) {
+            copy = (stm_header *)t->tl->nursery_cur;
+            t->tl->nursery_cur += rounded;
+        } else {
+            copy = gc_old_alloc(t, size);
+            if (!copy)
+                stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);
+        }
+        memcpy(copy, cur, size);
+        copy->flags = stm_load_relaxed(&cur->flags) & F_COPY_MASK;
+        copy->revision = t->prn;
+        copy->ident = cur->ident ? cur->ident : (uintptr_t)cur;
+        if (!stm_map_put(&t->p2p, (uintptr_t)cur, (uintptr_t)copy) ||
+            (!young && !stm_vec_push(&t->old_to_trace, (uintptr_t)copy)))
+            stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);
+        /* A hint for other resolutions of `cur` (ours): relaxed is enough,
+         * since only this thread acts on its own map. */
+        stm_fetch_or_relaxed(&cur->flags, F_PUBLIC_TO_PRIVATE);
+        stm_cache_redirect(t, cur, copy);
+        stm_cache_insert(t, obj, copy);
+        stm_cache_insert(t, cur, copy);
+        return copy;
+    }
+}

@@ -1,0 +1,904 @@
+/* core.c -- library and thread set-up, the fatal handler, statistics, and
+ * the transaction life cycle: begin, commit, abort, inevitability, atomic
+ * sections and the retry loop of stm_run.  The commit protocol is
+ * described in docs/DESIGN.md, "Commit"; the invariants it relies on are
+ * referred to there by name. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+
+#include "stm/core.h"
+#include "gc/pages.h"
+
+stm_globals stm_g = {
+    .inevitable_mutex = PTHREAD_MUTEX_INITIALIZER,
+    .threads_mutex = PTHREAD_MUTEX_INITIALIZER,
+};
+__thread stm_thread *stm_me;
+STM_API __thread stm__tls stm__tl __attribute__((tls_model("initial-exec")));
+
+/* ---------------------------------------------------------------------- */
+/* Fatal errors                                                            */
+/* ---------------------------------------------------------------------- */
+
+static void default_fatal(const char *msg)
+{
+    fprintf(stderr, "libstm fatal error: %s\n", msg);
+}
+static stm_fatal_fn *fatal_handler = default_fatal;
+
+STM_API stm_fatal_fn *stm_set_fatal_handler(stm_fatal_fn *handler)
+{
+    return __atomic_exchange_n(&fatal_handler, handler ? handler : default_fatal,
+                               __ATOMIC_ACQ_REL);
+}
+
+void stm_fatal(const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    stm_fatal_fn *h = __atomic_load_n(&fatal_handler, __ATOMIC_ACQUIRE);
+    h(msg);
+    abort();
+}
+
+/* ---------------------------------------------------------------------- */
+/* Collection locks                                                        */
+/* ---------------------------------------------------------------------- */
+
+bool stm_trylock(stm_thread *t)
+{
+    int expected = 0;
+    /* Acquire: pairs with the release in stm_unlock, so that everything
+     * the previous holder wrote under the lock is visible. */
+    return stm_cas_acquire(&t->lock, &expected, 1);
+}
+
+void stm_lock(stm_thread *t)
+{
+    unsigned spins = 0;
+    while (!stm_trylock(t)) {
+        while (stm_load_relaxed(&t->lock)) {
+            if (++spins < 256)
+                stm_cpu_relax();
+            else
+                sched_yield();   /* more threads than cores: let the holder run */
+        }
+    }
+}
+
+void stm_unlock(stm_thread *t)
+{
+    /* Pairs with the acquire CAS in stm_trylock. */
+    stm_store_release(&t->lock, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Initialisation and threads                                              */
+/* ---------------------------------------------------------------------- */
+
+STM_API void stm_config_init(stm_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->size = sizeof *cfg;
+    cfg->nursery_size = (size_t)4 << 20;
+    cfg->shadow_stack_size = (size_t)1 << 20;
+    cfg->max_attempts = 16;
+    cfg->max_threads = STM_MAX_THREADS - 1;
+}
+
+static size_t parse_size_env(const char *name, size_t dflt)
+{
+    const char *s = secure_getenv(name);
+    if (!s || !*s)
+        return dflt;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1024 * 1024, end++;
+    if (errno || *end || v == 0 || v > SIZE_MAX / mul)
+        return dflt;   /* tolerant: a bad value keeps the default */
+    return (size_t)(v * mul);
+}
+
+STM_API int stm_init(const stm_config *user)
+{
+    if (stm_g.initialised)
+        return STM_ESTATE;
+    if (!user || user->size < offsetof(stm_config, nursery_size) || !user->object_size ||
+        !user->trace)
+        return STM_EINVAL;
+    stm_config cfg;
+    stm_config_init(&cfg);
+    memcpy(&cfg, user, user->size < sizeof cfg ? user->size : sizeof cfg);
+    cfg.size = sizeof cfg;
+    stm_config dflt;
+    stm_config_init(&dflt);
+    if (!cfg.nursery_size)
+        cfg.nursery_size = dflt.nursery_size;
+    if (!cfg.shadow_stack_size)
+        cfg.shadow_stack_size = dflt.shadow_stack_size;
+    if (!cfg.max_attempts)
+        cfg.max_attempts = dflt.max_attempts;
+    if (!cfg.max_threads)
+        cfg.max_threads = dflt.max_threads;
+    cfg.nursery_size = parse_size_env("STM_NURSERY_SIZE", cfg.nursery_size);
+    if (cfg.nursery_size < 4096 || cfg.nursery_size > ((size_t)1 << 34) ||
+        cfg.max_threads >= STM_MAX_THREADS || cfg.shadow_stack_size > ((size_t)1 << 32))
+        return STM_EINVAL;
+    cfg.nursery_size = stm_round_size(cfg.nursery_size);
+    stm_g.threads = stm_sys_calloc(cfg.max_threads + 1, sizeof(stm_thread *));
+    if (!stm_g.threads)
+        return STM_ENOMEM;
+    stm_g.cfg = cfg;
+    /* Objects above a quarter of the nursery (or 64 KiB) skip it, so that
+     * one allocation never needs more than one minor collection. */
+    stm_g.large_threshold = cfg.nursery_size / 4 < ((size_t)64 << 10) ? cfg.nursery_size / 4
+                                                                       : ((size_t)64 << 10);
+    stm_g.time = 2;
+    stm_g.initialised = true;
+    return STM_OK;
+}
+
+stm_thread *stm_thread_by_index(unsigned index)
+{
+    /* Descriptors are published with a release store in attach and never
+     * freed; pairs with that store. */
+    return stm_load_acquire(&stm_g.threads[index]);
+}
+
+static void thread_reset_tls(stm_thread *t)
+{
+    stm__tl.prn = 0;
+    stm__tl.nursery_end = stm__tl.nursery_cur;  /* allocation outside tx -> slow path */
+    (void)t;
+}
+
+STM_API int stm_thread_attach(void)
+{
+    if (!stm_g.initialised || stm_me)
+        return STM_ESTATE;
+    pthread_mutex_lock(&stm_g.threads_mutex);
+    stm_thread *t = NULL;
+    unsigned idx;
+    for (idx = 1; idx <= stm_g.threads_allocated; idx++)
+        if (!stm_g.threads[idx]->in_use) {
+            t = stm_g.threads[idx];
+            break;
+        }
+    bool fresh = false;
+    if (!t) {
+        if (stm_g.threads_allocated >= stm_g.cfg.max_threads) {
+            pthread_mutex_unlock(&stm_g.threads_mutex);
+            return STM_EINVAL;
+        }
+        t = stm_sys_calloc(1, sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&stm_g.threads_mutex);
+            return STM_ENOMEM;
+        }
+        idx = stm_g.threads_allocated + 1;
+        t->index = idx;
+        t->lock_value = LOCK_BASE + 2 * (intptr_t)idx;
+        t->prn = -(((intptr_t)1 << STM_THREAD_BITS | idx) * 2 + 1);
+        fresh = true;
+    }
+    void **ss = stm_sys_alloc(stm_g.cfg.shadow_stack_size * sizeof(void *));
+    t->tl = &stm__tl;
+    if (!ss || !gc_thread_init(t)) {
+        free(ss);
+        if (fresh)
+            free(t);
+        pthread_mutex_unlock(&stm_g.threads_mutex);
+        return STM_ENOMEM;
+    }
+    if (!fresh)
+        stm__tl.nursery_cur = t->saved_nursery_cur;   /* its young objects live on */
+    t->in_use = true;
+    if (fresh) {
+        /* Pairs with the acquire load in stm_thread_by_index. */
+        stm_store_release(&stm_g.threads[idx], t);
+        stm_g.threads_allocated = idx;
+    }
+    pthread_mutex_unlock(&stm_g.threads_mutex);
+
+    t->ss_bottom = ss;
+    stm__tl.ss_top = ss;
+    stm__tl.ss_end = ss + stm_g.cfg.shadow_stack_size;
+    t->state = TX_NONE;
+    t->carry_snapshot = -1;
+    t->work_limit = (uint64_t)stm_g.cfg.nursery_size * 4;
+    t->rng = 0x9e3779b9u * idx;
+    t->stats_alloc_mark = stm__tl.nursery_cur;
+    thread_reset_tls(t);
+    stm_me = t;
+    return STM_OK;
+}
+
+STM_API int stm_thread_detach(void)
+{
+    stm_thread *t = stm_me;
+    if (!t || t->state != TX_NONE)
+        return STM_ESTATE;
+    stm_account_allocation(t);
+    stm_cache_clear(t);
+    stm_vec_clear(&t->read_set);
+    t->saved_nursery_cur = stm__tl.nursery_cur;
+    free(t->ss_bottom);
+    t->ss_bottom = NULL;
+    stm__tl.ss_top = stm__tl.ss_end = NULL;
+    stm__tl.nursery_cur = stm__tl.nursery_end = NULL;
+    stm_me = NULL;
+    pthread_mutex_lock(&stm_g.threads_mutex);
+    t->tl = NULL;
+    t->in_use = false;
+    pthread_mutex_unlock(&stm_g.threads_mutex);
+    return STM_OK;
+}
+
+static stm_thread *attached_or_die(const char *what)
+{
+    stm_thread *t = stm_me;
+    if (!t)
+        stm_fatal("%s: the calling thread is not attached (call stm_thread_attach)", what);
+    return t;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shadow stack and roots                                                  */
+/* ---------------------------------------------------------------------- */
+
+STM_API void stm__ss_overflow(void)
+{
+    if (!stm_me)
+        stm_fatal("stm_push_root: the calling thread is not attached (call stm_thread_attach)");
+    stm_fatal("stm_push_root: shadow stack overflow (%zu entries; raise "
+              "stm_config.shadow_stack_size)", stm_g.cfg.shadow_stack_size);
+}
+
+STM_API void *stm__ss_underflow(void)
+{
+    stm_fatal("stm_pop_root: the shadow stack is empty");
+}
+
+STM_API size_t stm_root_depth(void)
+{
+    stm_thread *t = attached_or_die("stm_root_depth");
+    return (size_t)(stm__tl.ss_top - t->ss_bottom);
+}
+
+STM_API void **stm_root_slot(size_t index)
+{
+    stm_thread *t = attached_or_die("stm_root_slot");
+    if (index >= (size_t)(stm__tl.ss_top - t->ss_bottom))
+        stm_fatal("stm_root_slot: index %zu beyond the shadow stack depth %zu", index,
+                  (size_t)(stm__tl.ss_top - t->ss_bottom));
+    return &t->ss_bottom[index];
+}
+
+STM_API int stm_register_global_root(void **slot)
+{
+    if (!slot)
+        return STM_EINVAL;
+    pthread_mutex_lock(&stm_g.threads_mutex);
+    bool ok = stm_vec_push(&stm_g.global_roots, (uintptr_t)slot);
+    pthread_mutex_unlock(&stm_g.threads_mutex);
+    return ok ? STM_OK : STM_ENOMEM;
+}
+
+STM_API int stm_register_prebuilt(void *obj)
+{
+    stm_header *h = obj;
+    if (!h || ((uintptr_t)h & (STM_ALIGNMENT - 1)) ||
+        (h->flags & (F_PUBLIC | F_PREBUILT)) != (F_PUBLIC | F_PREBUILT) || h->revision != 1)
+        return STM_EINVAL;
+    pthread_mutex_lock(&stm_g.threads_mutex);
+    bool ok = stm_vec_push(&stm_g.prebuilts, (uintptr_t)obj);
+    pthread_mutex_unlock(&stm_g.threads_mutex);
+    return ok ? STM_OK : STM_ENOMEM;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Statistics                                                              */
+/* ---------------------------------------------------------------------- */
+
+static const char *const reason_names[] = {
+#define STM__X(name, text) #name,
+    STM_ABORT_REASONS(STM__X)
+#undef STM__X
+};
+static const char *const reason_texts[] = {
+#define STM__X(name, text) text,
+    STM_ABORT_REASONS(STM__X)
+#undef STM__X
+};
+static const char *const stat_names[] = {
+#define STM__X(name, text) #name,
+    STM_STATS_FIELDS(STM__X)
+#undef STM__X
+};
+
+STM_API const char *stm_abort_reason_name(stm_abort_reason r)
+{
+    return (unsigned)r < STM_ABORT_REASON_COUNT ? reason_names[r] : "UNKNOWN";
+}
+STM_API const char *stm_abort_reason_text(stm_abort_reason r)
+{
+    return (unsigned)r < STM_ABORT_REASON_COUNT ? reason_texts[r] : "unknown reason";
+}
+STM_API const char *stm_stats_field_name(unsigned i)
+{
+    return i < STAT_COUNT ? stat_names[i] : NULL;
+}
+
+STM_API int stm_get_stats(stm_stats *out)
+{
+    if (!out || out->size < offsetof(stm_stats, version) + sizeof(unsigned))
+        return STM_EINVAL;
+    stm_stats all;
+    memset(&all, 0, sizeof all);
+    all.size = sizeof all;
+    all.version = STM_STATS_VERSION;
+    uint64_t *fields = &all.commits;
+    if (stm_me)
+        stm_account_allocation(stm_me);
+    pthread_mutex_lock(&stm_g.threads_mutex);
+    for (unsigned i = 1; i <= stm_g.threads_allocated; i++) {
+        stm_thread *t = stm_g.threads[i];
+        for (unsigned f = 0; f < STAT_COUNT; f++)
+            fields[f] += stm_load_relaxed(&t->stats[f]);
+        for (unsigned r = 0; r < STM_ABORT_REASON_COUNT; r++)
+            all.aborts_by_reason[r] += stm_load_relaxed(&t->aborts_by_reason[r]);
+    }
+    pthread_mutex_unlock(&stm_g.threads_mutex);
+    size_t n = out->size < sizeof all ? out->size : sizeof all;
+    memcpy((char *)out + sizeof out->size, (char *)&all + sizeof all.size, n - sizeof out->size);
+    return STM_OK;
+}
+
+STM_API int stm_last_abort(stm_abort_info *out)
+{
+    stm_thread *t = stm_me;
+    if (!t || !t->have_abort)
+        return 0;
+    *out = t->last_abort;
+    return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The clock                                                               */
+/* ---------------------------------------------------------------------- */
+
+/* The stamp that a copy made now may carry: below every snapshot taken
+ * from now on, above every commit finished so far. */
+intptr_t stm_current_stamp(void)
+{
+    /* Acquire: pairs with the release CAS/stores of committers, so that
+     * what they published before moving the clock is visible. */
+    return (stm_load_acquire(&stm_g.time) & ~(intptr_t)1) - 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Transactions                                                            */
+/* ---------------------------------------------------------------------- */
+
+static void next_prn(stm_thread *t)
+{
+    /* Under t->lock: thieves compare revisions with t->prn. */
+    t->prn -= (intptr_t)2 << STM_THREAD_BITS;
+}
+
+static void begin_tx(stm_thread *t)
+{
+    /* Acquire: pairs with committers' release of the clock (their copies
+     * are complete before the clock shows them). */
+    intptr_t now = stm_load_acquire(&stm_g.time) & ~(intptr_t)1;
+    if (now != t->carry_snapshot || t->read_set.count > 8 * STM__CACHE_BYTES / 16) {
+        stm_cache_clear(t);
+        stm_vec_clear(&t->read_set);
+    }
+    t->snapshot = now;
+    t->carry_snapshot = now;
+    t->state = TX_REGULAR;
+    t->ss_base = (size_t)(stm__tl.ss_top - t->ss_bottom);
+    t->atomic = 0;
+    t->tx_alloc_done = 0;
+    t->tx_alloc_mark = stm__tl.nursery_cur;
+    t->tx_slow_reads = 0;
+    stm__tl.nursery_end = t->nursery_limit;
+    stm__tl.prn = t->prn;
+}
+
+static void end_tx(stm_thread *t)
+{
+    stm_account_allocation(t);
+    t->state = TX_NONE;
+    t->explicit_inevitable = false;
+    stm__tl.prn = 0;
+    stm__tl.nursery_end = stm__tl.nursery_cur;
+}
+
+static void release_inevitable(stm_thread *t, intptr_t new_time)
+{
+    /* Release: pairs with the acquire loads of the clock by readers and
+     * committers; everything this transaction published is visible
+     * before the clock is even again. */
+    stm_store_release(&stm_g.time, new_time);
+    pthread_mutex_unlock(&stm_g.inevitable_mutex);
+    (void)t;
+}
+
+STM_API void stm_become_inevitable(void)
+{
+    stm_thread *t = attached_or_die("stm_become_inevitable");
+    if (t->state == TX_NONE)
+        stm_fatal("stm_become_inevitable called outside a transaction");
+    if (t->state == TX_INEVITABLE)
+        return;
+    pthread_mutex_lock(&stm_g.inevitable_mutex);
+    intptr_t now = stm_load_relaxed(&stm_g.time);
+    for (;;) {
+        /* The clock is even: only the mutex holder makes it odd. */
+        STM_ASSERT(!REV_IS_ODD(now));
+        /* Acq_rel: acquire pairs with the committers' CAS (their
+         * publications are visible); release is not needed but harmless. */
+        if (stm_cas_acq_rel(&stm_g.time, &now, now + 1))
+            break;
+    }
+    t->inevitable_time = now;
+    if (now != t->snapshot) {
+        const void *bad = NULL;
+        t->snapshot = now;
+        if (!stm_validate(t, false, &bad)) {
+            release_inevitable(t, now);
+            stm_abort_tx(t, STM_ABORT_VALIDATE_INEVITABLE, bad);
+        }
+    }
+    t->state = TX_INEVITABLE;
+    stm_stat(t, STAT_inevitable, 1);
+}
+
+STM_API int stm_in_transaction(void)
+{
+    return stm_me && stm_me->state != TX_NONE;
+}
+
+STM_API int stm_is_inevitable(void)
+{
+    return stm_me && stm_me->state == TX_INEVITABLE;
+}
+
+/* ---- commit ------------------------------------------------------------ */
+
+static int cmp_uintptr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Drops the backups of objects written in place: they are committed. */
+static void finish_pfp(stm_thread *t)
+{
+    for (size_t i = 0; i < t->pfp.count; i++) {
+        stm_header *o = (stm_header *)t->pfp.items[i];
+        stm_header *backup = (stm_header *)o->ident;
+        size_t size = gc_object_size(backup);
+        o->ident = backup->ident;
+        o->flags &= ~F_PFP;
+        gc_old_free(t, backup, size);
+    }
+    stm_vec_clear(&t->pfp);
+}
+
+static void unlock_written(stm_thread *t)
+{
+    for (size_t i = 0; i < t->write_locks.count; i += 2) {
+        stm_header *r = (stm_header *)t->write_locks.items[i];
+        /* Release: pairs with readers' acquire loads of the revision. */
+        stm_store_release(&r->revision, (intptr_t)t->write_locks.items[i + 1]);
+    }
+    stm_vec_clear(&t->write_locks);
+}
+
+/* Locks every public copy in p2p in address order.  Returns false (with
+ * all locks released) if one was already outdated. */
+static bool lock_written(stm_thread *t, const void **bad)
+{
+    size_t n = t->p2p.count;
+    STM_ASSERT(t->write_locks.capacity >= 2 * n);
+    uintptr_t *keys = t->write_locks.items + n;   /* scratch in the upper half */
+    size_t k = 0;
+    STM_MAP_FOREACH(&t->p2p, e) keys[k++] = e->key;
+    qsort(keys, n, sizeof *keys, cmp_uintptr);
+    /* Spread the sorted keys to the even slots, front to back: slot 2i is
+     * below n+i, so no key is overwritten before it is read. */
+    for (size_t i = 0; i < n; i++)
+        t->write_locks.items[2 * i] = keys[i];
+    t->write_locks.count = 0;
+    for (size_t i = 0; i < n; i++) {
+        stm_header *r = (stm_header *)t->write_locks.items[2 * i];
+        unsigned spins = 0;
+        for (;;) {
+            /* Acquire: pairs with the release store that unlocks or
+             * publishes, so a value seen here is complete. */
+            intptr_t rev = stm_load_acquire(&r->revision);
+            if (REV_IS_STAMP(rev)) {
+                if (stm_cas_acq_rel(&r->revision, &rev, t->lock_value)) {
+                    t->write_locks.items[2 * i + 1] = (uintptr_t)rev;
+                    t->write_locks.count = 2 * i + 2;
+                    break;
+                }
+                continue;
+            }
+            if (REV_IS_LOCK(rev)) {
+                STM_ASSERT(rev != t->lock_value);
+                /* Another committer holds it; it never waits while holding
+                 * locks, so this ends.  Ordered locking: no cycle. */
+                if (++spins < 128)
+                    stm_cpu_relax();
+                else
+                    sched_yield();
+                continue;
+            }
+            *bad = r;   /* outdated: someone committed a newer version */
+            unlock_written(t);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Commits the running transaction.  On conflict it aborts (longjmp). */
+static void commit_tx(stm_thread *t)
+{
+    if (t->state == TX_REGULAR && t->p2p.count == 0 && t->pfp.count == 0 &&
+        stm_load_relaxed(&t->stolen.count) == 0) {
+        /* Wrote nothing that existed before: fresh objects become
+         * protected by the PRN change alone (O(1)); no shared word is
+         * written.  Reads were consistent at the snapshot. */
+        stm_lock(t);
+        if (t->stolen.count == 0) {
+            next_prn(t);
+            stm_unlock(t);
+            stm_stat(t, STAT_commits_readonly, 1);
+            goto done;
+        }
+        stm_unlock(t);
+    }
+    stm_lock(t);
+    stm_drain_stolen(t);
+    if (t->p2p.count == 0) {
+        /* Only thread-owned objects were written, and none of them was
+         * stolen meanwhile: serialise at the snapshot, without touching
+         * the clock (DESIGN.md, "Private commits"). */
+        finish_pfp(t);
+        next_prn(t);
+        stm_unlock(t);
+        if (t->state == TX_INEVITABLE)
+            release_inevitable(t, t->inevitable_time);
+        stm_stat(t, STAT_commits_private, 1);
+        goto done;
+    }
+
+    /* Shared commit: stubs for the new versions first (allocation may
+     * fail: nothing is locked yet). */
+    if (!stm_vec_reserve(&t->write_locks, 2 * t->p2p.count) ||
+        !stm_vec_reserve(&t->stub_memory, t->p2p.count)) {
+        stm_unlock(t);
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+    }
+    while (t->stub_memory.count < t->p2p.count) {
+        void *mem = gc_old_alloc(t, sizeof(stm_stub));
+        if (!mem) {
+            stm_unlock(t);
+            stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+        }
+        stm_vec_push_reserved(&t->stub_memory, (uintptr_t)mem);
+    }
+    for (;;) {
+        const void *bad = NULL;
+        if (!lock_written(t, &bad)) {
+            stm_unlock(t);
+            /* A public copy made by a thief from an object we modify in
+             * place, since changed by a third thread, is STOLEN_MODIFIED. */
+            const stm_header *mine =
+                (const stm_header *)stm_map_find(&t->p2p, (uintptr_t)bad)->value;
+            stm_abort_tx(t, (mine->flags & F_PFP) ? STM_ABORT_STOLEN_MODIFIED
+                                                  : STM_ABORT_WRITE_CONFLICT,
+                         bad);
+        }
+        intptr_t tstart;
+        if (t->state == TX_INEVITABLE) {
+            tstart = t->inevitable_time;
+            break;
+        }
+        intptr_t now = stm_load_relaxed(&stm_g.time);
+        bool got = false;
+        while (!REV_IS_ODD(now)) {
+            /* Acq_rel: acquire pairs with earlier committers' release (we
+             * validate against what they published); release pairs with
+             * the acquire loads of the clock in begin_tx/extension. */
+            if (stm_cas_acq_rel(&stm_g.time, &now, now + 2)) {
+                got = true;
+                break;
+            }
+        }
+        if (!got) {
+            /* An inevitable transaction runs: shared commits wait for it.
+             * Release everything first: it may need our locks. */
+            unlock_written(t);
+            stm_unlock(t);
+            pthread_mutex_lock(&stm_g.inevitable_mutex);
+            pthread_mutex_unlock(&stm_g.inevitable_mutex);
+            stm_lock(t);
+            stm_drain_stolen(t);
+            continue;
+        }
+        tstart = now;
+        if (tstart != t->snapshot) {
+            const void *vbad = NULL;
+            stm_stat(t, STAT_read_validations, 1);
+            if (!stm_validate(t, true, &vbad)) {
+                unlock_written(t);
+                stm_unlock(t);
+                stm_abort_tx(t, STM_ABORT_VALIDATE_COMMIT, vbad);
+            }
+        }
+        t->snapshot = tstart;
+        break;
+    }
+    /* Point of no return.  Publish: each written public copy now forwards,
+     * through a stub of ours, to our copy, which becomes protected. */
+    for (size_t i = 0; i < t->write_locks.count; i += 2) {
+        stm_header *r = (stm_header *)t->write_locks.items[i];
+        void *mine = (void *)stm_map_find(&t->p2p, (uintptr_t)r)->value;
+        stm_stub *s = (stm_stub *)t->stub_memory.items[--t->stub_memory.count];
+        stm_init_stub(t, s, t, mine);
+        /* Release: pairs with the acquire loads of revisions in
+         * stm_resolve: the stub is complete before R points to it. */
+        stm_store_release(&r->revision, (intptr_t)s);
+    }
+    stm_vec_clear(&t->write_locks);
+    stm_map_clear(&t->p2p);
+    finish_pfp(t);
+    next_prn(t);
+    stm_unlock(t);
+    if (t->state == TX_INEVITABLE)
+        release_inevitable(t, t->inevitable_time + 2);
+    /* Our reads were valid at t->snapshot and our own commit is the only
+     * one between it and +2: the cache stays valid. */
+    t->carry_snapshot = t->snapshot + 2;
+    stm_stat(t, STAT_commits_shared, 1);
+done:
+    stm_stat(t, STAT_commits, 1);
+    {
+        /* Adaptive length: a commit that reached the limit may grow it. */
+        uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
+                        64 * t->tx_slow_reads;
+        if (t->attempt == 0 && work >= t->work_limit && t->work_limit < ((uint64_t)1 << 40))
+            t->work_limit *= 2;
+    }
+    end_tx(t);
+}
+
+/* ---- abort ------------------------------------------------------------- */
+
+void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
+{
+    if (t->state == TX_INEVITABLE)
+        stm_fatal("an inevitable transaction cannot abort (reason: %s)",
+                  stm_abort_reason_name(why));
+    if (!t->jb)
+        stm_fatal("abort outside stm_run (reason: %s)", stm_abort_reason_name(why));
+    stm_lock(t);
+    stm_drain_stolen(t);
+    /* Objects whose committed state a thief published while we modified
+     * them: remember them before the backups erase the F_PFP mark. */
+    stm_vec_clear(&t->write_locks);
+    STM_MAP_FOREACH(&t->p2p, e) {
+        if (((stm_header *)e->value)->flags & F_PFP) {
+            if (!stm_vec_reserve(&t->write_locks, 2))
+                stm_fatal("out of memory while aborting a transaction");
+            stm_vec_push_reserved(&t->write_locks, e->value);
+            stm_vec_push_reserved(&t->write_locks, e->key);
+        }
+    }
+    /* Undo in-place writes from the backups. */
+    for (size_t i = 0; i < t->pfp.count; i++) {
+        stm_header *o = (stm_header *)t->pfp.items[i];
+        stm_header *backup = (stm_header *)o->ident;
+        size_t size = gc_object_size(backup);
+        memcpy(o, backup, size);
+        o->flags &= ~(F_BACKUP | F_WRITE_BARRIER);
+        if (!stm_is_young(t, o)) {
+            /* Old objects must be in the remembered set or carry the flag. */
+            o->flags |= F_WRITE_BARRIER;
+        }
+        gc_old_free(t, backup, size);
+    }
+    /* The stolen ones now forward to the public copy of their committed
+     * state (same content, F_MOVED). */
+    for (size_t i = 0; i < t->write_locks.count; i += 2) {
+        stm_header *mine = (stm_header *)t->write_locks.items[i];
+        mine->flags |= F_MOVED;
+        /* Release: pairs with the acquire loads in stm_resolve. */
+        stm_store_release(&mine->revision, (intptr_t)t->write_locks.items[i + 1]);
+    }
+    stm_vec_clear(&t->write_locks);
+    stm_vec_clear(&t->pfp);
+    stm_map_clear(&t->p2p);
+    next_prn(t);
+    stm_unlock(t);
+
+    stm_cache_clear(t);
+    stm_vec_clear(&t->read_set);
+    t->carry_snapshot = -1;
+    stm__tl.ss_top = t->ss_bottom + t->ss_base;
+    t->atomic = 0;
+
+    stm_stat(t, STAT_aborts, 1);
+    stm_counter_add(&t->aborts_by_reason[why], 1);
+    t->have_abort = true;
+    t->last_abort.reason = why;
+    t->last_abort.object = obj;
+    t->last_abort.object_tid = obj ? ((const stm_header *)obj)->tid : 0;
+    t->last_abort.attempt = t->attempt + 1;
+
+    uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
+                    64 * t->tx_slow_reads;
+    uint64_t shrunk = work - work / 16;
+    t->work_limit = shrunk < 65536 ? 65536 : shrunk;
+    end_tx(t);
+    longjmp(*t->jb, why == STM_ABORT_OUT_OF_MEMORY ? 2 : 1);
+}
+
+STM_API void stm_abort_and_retry(void)
+{
+    stm_thread *t = attached_or_die("stm_abort_and_retry");
+    if (t->state == TX_NONE)
+        stm_fatal("stm_abort_and_retry called outside a transaction");
+    if (t->state == TX_INEVITABLE)
+        stm_fatal("stm_abort_and_retry called in an inevitable transaction, which cannot abort");
+    stm_abort_tx(t, STM_ABORT_EXPLICIT, NULL);
+}
+
+/* Randomised exponential backoff after a conflict, so that two threads
+ * that keep colliding drift apart; guaranteed progress comes from the
+ * inevitable retry after max_attempts. */
+static void backoff(stm_thread *t)
+{
+    unsigned shift = t->attempt < 12 ? t->attempt : 12;
+    t->rng = t->rng * 1103515245u + 12345u;
+    unsigned spins = (t->rng >> 8) & ((1u << shift) - 1);
+    for (unsigned i = 0; i < spins * 8; i++)
+        stm_cpu_relax();
+    if (t->attempt > 4)
+        sched_yield();
+}
+
+STM_API int stm_run(stm_tx_fn *fn, void *arg)
+{
+    stm_thread *t = attached_or_die("stm_run");
+    if (!fn)
+        stm_fatal("stm_run: the transaction function is NULL");
+    if (t->state != TX_NONE) {
+        /* Flat nesting: part of the enclosing transaction. */
+        for (;;) {
+            int r = fn(arg);
+            if (r == STM_DONE)
+                return STM_OK;
+            if (r != STM_CONTINUE)
+                stm_fatal("stm_run: the transaction function returned %d "
+                          "(expected STM_DONE or STM_CONTINUE)", r);
+        }
+    }
+    jmp_buf jb;
+    jmp_buf *volatile saved = t->jb;
+    t->jb = &jb;
+    t->attempt = 0;
+    int why = setjmp(jb);
+    if (why == 2) {
+        t->jb = saved;
+        t->attempt = 0;
+        return STM_ENOMEM;
+    }
+    if (why) {
+        t->attempt++;
+        backoff(t);
+    }
+    for (;;) {
+        begin_tx(t);
+        if (t->attempt >= stm_g.cfg.max_attempts)
+            stm_become_inevitable();   /* cannot fail from here on: progress */
+        int r;
+        for (;;) {
+            r = fn(arg);
+            if (r == STM_CONTINUE && t->atomic > 0)
+                continue;              /* atomic: no transaction break */
+            break;
+        }
+        if (r != STM_DONE && r != STM_CONTINUE)
+            stm_fatal("stm_run: the transaction function returned %d "
+                      "(expected STM_DONE or STM_CONTINUE)", r);
+        if (t->atomic > 0)
+            stm_fatal("stm_run: the transaction function returned with %d atomic "
+                      "section(s) still open", t->atomic);
+        if ((size_t)(stm__tl.ss_top - t->ss_bottom) != t->ss_base)
+            stm_fatal("stm_run: the transaction function left the shadow stack at depth "
+                      "%zu (it began at %zu): pushes and pops must balance",
+                      (size_t)(stm__tl.ss_top - t->ss_bottom), t->ss_base);
+        commit_tx(t);
+        t->attempt = 0;
+        if (r == STM_DONE)
+            break;
+    }
+    t->jb = saved;
+    return STM_OK;
+}
+
+STM_API int stm_begin_inevitable(void)
+{
+    stm_thread *t = attached_or_die("stm_begin_inevitable");
+    if (t->state != TX_NONE)
+        return STM_ESTATE;
+    t->carry_snapshot = -1;   /* empty read set: becoming inevitable cannot fail */
+    begin_tx(t);
+    t->explicit_inevitable = true;
+    stm_become_inevitable();
+    return STM_OK;
+}
+
+STM_API int stm_commit(void)
+{
+    stm_thread *t = attached_or_die("stm_commit");
+    if (t->state == TX_NONE || !t->explicit_inevitable)
+        return STM_ESTATE;
+    if (t->atomic > 0)
+        return STM_ESTATE;
+    commit_tx(t);
+    return STM_OK;
+}
+
+/* ---- atomic sections and chunking -------------------------------------- */
+
+STM_API void stm_atomic_begin(void)
+{
+    stm_thread *t = attached_or_die("stm_atomic_begin");
+    if (t->state == TX_NONE)
+        stm_fatal("stm_atomic_begin called outside a transaction");
+    t->atomic++;
+}
+
+STM_API void stm_atomic_end(void)
+{
+    stm_thread *t = attached_or_die("stm_atomic_end");
+    if (t->state == TX_NONE)
+        stm_fatal("stm_atomic_end called outside a transaction");
+    if (t->atomic == 0)
+        stm_fatal("stm_atomic_end without a matching stm_atomic_begin");
+    t->atomic--;
+}
+
+STM_API int stm_atomic_depth(void)
+{
+    return stm_me ? stm_me->atomic : 0;
+}
+
+STM_API int stm_should_break(void)
+{
+    stm_thread *t = stm_me;
+    if (!t || t->state == TX_NONE || t->atomic > 0)
+        return 0;
+    uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
+                    64 * t->tx_slow_reads;
+    return work >= t->work_limit;
+}

@@ -1,0 +1,222 @@
+/* core.h -- internal declarations shared by stm/ and gc/.
+ *
+ * docs/DESIGN.md is the reference for the encodings and protocols; the
+ * comments here only say what each piece is for. */
+#ifndef STM_CORE_H
+#define STM_CORE_H
+
+#define STM_BUILDING_LIBRARY 1
+#include "stm.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "stm/atomics.h"
+#include "stm/fail.h"
+#include "stm/lists.h"
+
+#ifndef STM_DEBUG
+#define STM_DEBUG 0
+#endif
+
+#if STM_DEBUG > 0
+#define STM_ASSERT(c) \
+    ((c) ? (void)0 : stm_fatal("internal assertion failed: %s (%s:%d)", #c, __FILE__, __LINE__))
+#else
+#define STM_ASSERT(c) ((void)0)
+#endif
+
+#define STM_COLD __attribute__((cold, noinline))
+
+/* ---- header flags (stm_header.flags) ---------------------------------- */
+/* PUBLIC and PREBUILT are in stm.h (clients need them for STM_PREBUILT). */
+#define F_PUBLIC            STM_FLAG_PUBLIC
+#define F_STUB              0x0002u  /* public forwarder to another thread's copy */
+#define F_PUBLIC_TO_PRIVATE 0x0004u  /* some thread may hold a private copy (hint) */
+#define F_PREBUILT          STM_FLAG_PREBUILT
+#define F_MOVED             0x0010u  /* revision points to a copy with the same content */
+#define F_PFP               0x0020u  /* private-from-protected: ident = backup */
+#define F_BACKUP            0x0040u  /* a backup copy (debugging aid) */
+#define F_WRITE_BARRIER     STM__FLAG_WRITE_BARRIER   /* old, not in remembered set */
+
+/* Flags a copy inherits from the object it copies (none of ours today:
+ * room for client-visible flags later). */
+#define F_COPY_MASK 0u
+
+/* ---- revision encoding ------------------------------------------------ */
+/* odd and < 0          : private revision number (PRN) of a transaction
+ * odd, 0 < r < LOCK_BASE: commit stamp of a public copy
+ * odd, r >= LOCK_BASE  : locked by the committing thread (LOCK_BASE + 2*index)
+ * even, (r & 2) == 0   : pointer to a newer copy (or, with F_MOVED, to a copy
+ *                        with the same content)
+ * even, (r & 2) == 2   : on stubs only, pointer|2 to the owner's copy      */
+#define LOCK_BASE (((intptr_t)1 << 62) | 1)
+#define REV_IS_ODD(r)     (((r) & 1) != 0)
+#define REV_IS_PRN(r)     ((r) < 0)
+#define REV_IS_STAMP(r)   ((r) > 0 && (r) < LOCK_BASE && REV_IS_ODD(r))
+#define REV_IS_LOCK(r)    ((r) >= LOCK_BASE)
+#define REV_IS_STUBPTR(r) (((r) & 3) == 2)
+#define REV_IS_PTR(r)     ((r) != 0 && ((r) & 3) == 0)
+
+/* PRNs carry the thread index in their low bits so that no two threads
+ * ever share one: -(((seq << 12) | index) * 2 + 1). */
+#define STM_THREAD_BITS 12
+#define STM_MAX_THREADS (1u << STM_THREAD_BITS)
+
+/* A stub: a header whose revision is target|2, plus the owner's index. */
+typedef struct stm_stub {
+    stm_header hdr;
+    uintptr_t owner;
+    uintptr_t pad_;
+} stm_stub;
+
+/* ---- statistics ------------------------------------------------------- */
+enum {
+#define STM__X(name, text) STAT_##name,
+    STM_STATS_FIELDS(STM__X)
+#undef STM__X
+    STAT_COUNT
+};
+
+/* ---- old-space allocator state (gc/pages.c) --------------------------- */
+#define GC_SMALL_CLASSES 64          /* 16..1024 bytes in 16-byte steps */
+#define GC_MEDIUM_CLASSES 31         /* 2..32 KiB in 1 KiB steps */
+#define GC_CLASSES (GC_SMALL_CLASSES + GC_MEDIUM_CLASSES)
+typedef struct gc_class_state {
+    char *bump, *end;                /* current page */
+    void *free_list;
+} gc_class_state;
+typedef struct gc_oldspace {
+    gc_class_state cls[GC_CLASSES];
+    char *chunk_cur, *chunk_end;     /* pages not yet handed to a class */
+    size_t bytes_mapped;
+} gc_oldspace;
+
+/* ---- per-thread descriptor -------------------------------------------- */
+enum { TX_NONE = 0, TX_REGULAR = 1, TX_INEVITABLE = 2 };
+
+typedef struct stm_thread {
+    /* -- shared part: other threads touch it under `lock` -- */
+    int lock;                        /* the collection lock (spinlock) */
+    unsigned index;                  /* 1..max_threads */
+    bool in_use;                     /* attached (under threads_mutex) */
+    intptr_t prn;                    /* PRN of the current/next transaction (under lock) */
+    intptr_t lock_value;             /* LOCK_BASE + 2*index */
+    stm_vec stolen;                  /* pairs (public copy, own PFP object) */
+    stm_vec young_stubs;             /* stubs pointing into our nursery */
+    char *nursery_base, *nursery_limit;
+    uint64_t stats[STAT_COUNT];      /* owner writes, anyone reads (relaxed) */
+    uint64_t aborts_by_reason[STM_ABORT_REASON_COUNT];
+
+    /* -- owner-only part -- */
+    stm__tls *tl;
+    int state;
+    bool explicit_inevitable;        /* begun by stm_begin_inevitable */
+    intptr_t snapshot;               /* even: commits stamped below it are visible */
+    intptr_t inevitable_time;        /* time value we made odd, while inevitable */
+    intptr_t carry_snapshot;         /* cache and read set valid at this time, or -1 */
+    stm_vec read_set;                /* public copies and own protected copies read */
+    stm_vec cache_fills;             /* keys inserted into the read cache */
+    stm_map p2p;                     /* public copy -> our private copy */
+    stm_vec pfp;                     /* our protected objects written in place */
+    stm_vec old_to_trace;            /* remembered set: old objects written */
+    stm_vec write_locks;             /* during commit: pairs (public, saved revision) */
+    stm_vec stub_memory;             /* preallocated stubs for the next shared commit */
+    char *saved_nursery_cur;         /* while detached */
+    gc_oldspace old;
+    jmp_buf *jb;                     /* where an abort of the outermost stm_run goes */
+    size_t ss_base;                  /* shadow-stack depth at transaction start */
+    void **ss_bottom;
+    int atomic;
+    unsigned attempt;
+    uint64_t work_limit;             /* stm_should_break threshold (adaptive) */
+    uint64_t tx_alloc_done;          /* bytes allocated in this tx before the last GC */
+    char *tx_alloc_mark;             /* nursery position at tx start / last GC */
+    char *stats_alloc_mark;          /* nursery bytes below it are counted */
+    uint64_t tx_slow_reads;
+    uint32_t rng;
+    bool have_abort;
+    stm_abort_info last_abort;
+} stm_thread;
+
+/* ---- global state ----------------------------------------------------- */
+typedef struct stm_globals {
+    stm_config cfg;
+    bool initialised;
+    intptr_t time;                   /* the clock: even, odd while inevitable */
+    pthread_mutex_t inevitable_mutex;
+    pthread_mutex_t threads_mutex;
+    stm_thread **threads;            /* [1..max_threads], descriptors are never freed */
+    unsigned threads_allocated;      /* highest index ever used */
+    stm_vec global_roots;            /* under threads_mutex */
+    stm_vec prebuilts;
+    size_t large_threshold;          /* objects above go straight to old space */
+} stm_globals;
+
+extern STM_HIDDEN stm_globals stm_g;
+extern STM_HIDDEN __thread stm_thread *stm_me;
+
+/* ---- core.c ----------------------------------------------------------- */
+STM_HIDDEN STM_COLD __attribute__((noreturn, format(printf, 1, 2)))
+void stm_fatal(const char *fmt, ...);
+STM_HIDDEN stm_thread *stm_thread_by_index(unsigned index);
+STM_HIDDEN void stm_lock(stm_thread *t);
+STM_HIDDEN void stm_unlock(stm_thread *t);
+STM_HIDDEN bool stm_trylock(stm_thread *t);
+/* Rolls back the running transaction and longjmps to stm_run. */
+STM_HIDDEN __attribute__((noreturn)) void stm_abort_tx(stm_thread *t, stm_abort_reason why,
+                                                     const void *obj);
+STM_HIDDEN intptr_t stm_current_stamp(void);
+
+static inline void stm_stat(stm_thread *t, int which, uint64_t n)
+{
+    stm_counter_add(&t->stats[which], n);
+}
+
+/* ---- barrier.c -------------------------------------------------------- */
+/* Resolves any pointer to the copy this transaction must use. */
+STM_HIDDEN void *stm_resolve(stm_thread *t, const void *obj);
+STM_HIDDEN void stm_cache_insert(stm_thread *t, const void *key, void *value);
+STM_HIDDEN void stm_cache_clear(stm_thread *t);
+/* After `pub` got the private copy `priv`: redirect cached resolutions. */
+STM_HIDDEN void stm_cache_redirect(stm_thread *t, const void *pub, void *priv);
+/* Validation modes: in flight (may wait for committers) or at commit. */
+STM_HIDDEN bool stm_validate(stm_thread *t, bool at_commit, const void **bad);
+STM_HIDDEN void stm_extend_snapshot(stm_thread *t, const void *why);
+STM_HIDDEN bool stm_is_young(const stm_thread *t, const void *p);
+
+/* ---- steal.c ---------------------------------------------------------- */
+/* Returns a public copy for `obj`, a non-public object of thread `owner`
+ * (or a stub pointing to one), copying it out under the owner's lock. */
+STM_HIDDEN void *stm_steal(stm_thread *me, const void *obj_or_stub, unsigned owner);
+STM_HIDDEN void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj);
+STM_HIDDEN stm_stub *stm_make_stub(stm_thread *me, stm_thread *owner, void *target);
+/* Initialises stub memory; registers it with `owner` if target is young
+ * (owner's lock held). */
+STM_HIDDEN void stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target);
+/* Moves the thieves' reports into our public-to-private map (own lock held). */
+STM_HIDDEN void stm_drain_stolen(stm_thread *t);
+
+/* ---- gc/ -------------------------------------------------------------- */
+STM_HIDDEN bool gc_thread_init(stm_thread *t);
+STM_HIDDEN void *gc_old_alloc(stm_thread *t, size_t size);   /* zeroed; NULL on failure */
+STM_HIDDEN void gc_old_free(stm_thread *t, void *p, size_t size);
+STM_HIDDEN unsigned gc_owner_of(const void *p);                /* 0: not ours (static) */
+STM_HIDDEN void gc_minor_collect(stm_thread *t);
+STM_HIDDEN size_t gc_object_size(const void *obj);
+
+/* Adds the nursery bytes allocated since the last call to the stats. */
+static inline void stm_account_allocation(stm_thread *t)
+{
+    stm_stat(t, STAT_bytes_allocated, (uint64_t)(t->tl->nursery_cur - t->stats_alloc_mark));
+    t->stats_alloc_mark = t->tl->nursery_cur;
+}
+
+static inline size_t stm_round_size(size_t size)
+{
+    return (size + (STM_ALIGNMENT - 1)) & ~(size_t)(STM_ALIGNMENT - 1);
+}
+
+#endif
