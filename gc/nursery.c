@@ -96,9 +96,9 @@ static void *survivor(stm_thread *t, void *p)
 
 void gc_minor_collect(stm_thread *t)
 {
-    static __thread stm_vec work;   /* reused between collections */
-    minor_ctx cx = { .t = t, .work = &work, .promoted = 0 };
-    stm_vec_clear(&work);
+    stm_vec *work = &t->gc_work;   /* kept between collections */
+    minor_ctx cx = { .t = t, .work = work, .promoted = 0 };
+    stm_vec_clear(work);
     stm_lock(t);
     stm_drain_stolen(t);
 
@@ -141,8 +141,8 @@ void gc_minor_collect(stm_thread *t)
      *    p2p after the drain above, as values: already visited). */
 
     /* Transitive closure. */
-    while (work.count) {
-        void *o = (void *)work.items[--work.count];
+    while (work->count) {
+        void *o = (void *)work->items[--work->count];
         trace_object(&cx, o);
     }
 

@@ -333,10 +333,35 @@ STM__INLINE void *stm_read(const void *obj)
     if (STM__LIKELY(STM__LOAD_RELAXED(h->revision) ==
                     STM__TLS_AT(intptr_t, tl + offsetof(stm__tls, prn))))
         return (void *)obj;
+#  if defined(__clang__)
     uintptr_t e = tl + offsetof(stm__tls, cache) + (uint16_t)(uintptr_t)obj;
     if (STM__LIKELY(STM__TLS_AT(const void *, e) == obj))
         return STM__TLS_AT(void *, e + sizeof(void *));
     return stm__read_slow(obj);
+#  else
+    /* gcc adds the index into the base register first, one instruction
+     * more than needed: the probe is spelled out.  Both asm statements are
+     * volatile, so they are neither merged with an earlier probe nor moved
+     * across the slow-path calls that fill the cache. */
+    {
+        uintptr_t i = (uint16_t)(uintptr_t)obj;
+        void *res;
+        __asm__ goto("cmpq %[p], %%fs:%c[k](%[tl],%[i])\n\t"
+                     "jne %l[miss]"
+                     : /* no outputs */
+                     : [p] "r"(obj), [tl] "r"(tl), [i] "r"(i),
+                       [k] "i"(offsetof(stm__tls, cache))
+                     : "cc"
+                     : miss);
+        __asm__ __volatile__("movq %%fs:%c[v](%[tl],%[i]), %[r]"
+                             : [r] "=r"(res)
+                             : [tl] "r"(tl), [i] "r"(i),
+                               [v] "i"(offsetof(stm__tls, cache) + sizeof(void *)));
+        return res;
+    }
+miss:
+    return stm__read_slow(obj);
+#  endif
 #else
     if (STM__LIKELY(STM__LOAD_RELAXED(h->revision) == stm__tl.prn))
         return (void *)obj;

@@ -560,6 +560,7 @@ static bool lock_written(stm_thread *t, const void **bad)
 /* Commits the running transaction.  On conflict it aborts (longjmp). */
 static void commit_tx(stm_thread *t)
 {
+    STM_TEST_POINT(STM_POINT_COMMIT_START);
     if (t->state == TX_REGULAR && t->p2p.count == 0 && t->pfp.count == 0 &&
         stm_load_relaxed(&t->stolen.count) == 0) {
         /* Wrote nothing that existed before: fresh objects become
@@ -591,20 +592,22 @@ static void commit_tx(stm_thread *t)
 
     /* Shared commit: stubs for the new versions first (allocation may
      * fail: nothing is locked yet). */
-    if (!stm_vec_reserve(&t->write_locks, 2 * t->p2p.count) ||
-        !stm_vec_reserve(&t->stub_memory, t->p2p.count)) {
-        stm_unlock(t);
-        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
-    }
-    while (t->stub_memory.count < t->p2p.count) {
-        void *mem = gc_old_alloc(t, sizeof(stm_stub));
-        if (!mem) {
+    for (;;) {
+        /* Memory for the locks and stubs, before anything is locked (the
+         * map may have grown while we waited for an inevitable one). */
+        if (!stm_vec_reserve(&t->write_locks, 2 * t->p2p.count) ||
+            !stm_vec_reserve(&t->stub_memory, t->p2p.count)) {
             stm_unlock(t);
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
-        stm_vec_push_reserved(&t->stub_memory, (uintptr_t)mem);
-    }
-    for (;;) {
+        while (t->stub_memory.count < t->p2p.count) {
+            void *mem = gc_old_alloc(t, sizeof(stm_stub));
+            if (!mem) {
+                stm_unlock(t);
+                stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+            }
+            stm_vec_push_reserved(&t->stub_memory, (uintptr_t)mem);
+        }
         const void *bad = NULL;
         if (!lock_written(t, &bad)) {
             stm_unlock(t);
@@ -644,6 +647,7 @@ static void commit_tx(stm_thread *t)
             continue;
         }
         tstart = now;
+        STM_TEST_POINT(STM_POINT_COMMIT_LOCKED);
         if (tstart != t->snapshot) {
             const void *vbad = NULL;
             stm_stat(t, STAT_read_validations, 1);
@@ -680,6 +684,7 @@ static void commit_tx(stm_thread *t)
     stm_stat(t, STAT_commits_shared, 1);
 done:
     stm_stat(t, STAT_commits, 1);
+    STM_TEST_POINT(STM_POINT_COMMIT_DONE);
     {
         /* Adaptive length: a commit that reached the limit may grow it. */
         uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
@@ -699,6 +704,13 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
                   stm_abort_reason_name(why));
     if (!t->jb)
         stm_fatal("abort outside stm_run (reason: %s)", stm_abort_reason_name(why));
+#ifdef STM_TESTING
+    if (stm_test_abort_budget == 0)
+        stm_fatal("unexpected abort (reason: %s, object %p)", stm_abort_reason_name(why), obj);
+    if (stm_test_abort_budget > 0)
+        stm_test_abort_budget--;
+#endif
+    STM_TEST_POINT(STM_POINT_ABORT);
     stm_lock(t);
     stm_drain_stolen(t);
     /* Objects whose committed state a thief published while we modified

@@ -123,6 +123,7 @@ typedef struct stm_thread {
     stm_vec pfp;                     /* our protected objects written in place */
     stm_vec old_to_trace;            /* remembered set: old objects written */
     stm_vec write_locks;             /* during commit: pairs (public, saved revision) */
+    stm_vec gc_work;                 /* minor collection's scan queue */
     stm_vec stub_memory;             /* preallocated stubs for the next shared commit */
     char *saved_nursery_cur;         /* while detached */
     gc_oldspace old;
@@ -157,6 +158,18 @@ typedef struct stm_globals {
 
 extern STM_HIDDEN stm_globals stm_g;
 extern STM_HIDDEN __thread stm_thread *stm_me;
+
+/* ---- test hooks (STM_TESTING builds only) ---------------------------- */
+#ifdef STM_TESTING
+#include "tests/support/stm_testing.h"
+extern STM_HIDDEN __thread stm_test_hook_fn *stm_test_hooks[STM_POINT_COUNT];
+extern STM_HIDDEN __thread void *stm_test_hook_args[STM_POINT_COUNT];
+extern STM_HIDDEN __thread long stm_test_abort_budget;
+#define STM_TEST_POINT(p) \
+    (stm_test_hooks[p] ? stm_test_hooks[p](p, stm_test_hook_args[p]) : (void)0)
+#else
+#define STM_TEST_POINT(p) ((void)0)
+#endif
 
 /* ---- core.c ----------------------------------------------------------- */
 STM_HIDDEN STM_COLD __attribute__((noreturn, format(printf, 1, 2)))

@@ -139,6 +139,7 @@ void *stm_steal(stm_thread *me, const void *obj_or_stub, unsigned owner_index)
         stm_fatal("corrupt object %p: owner %u never existed", obj_or_stub, owner_index);
     stm_header *h = (stm_header *)obj_or_stub;
     stm_lock(owner);
+    STM_TEST_POINT(STM_POINT_STEAL_LOCKED);
     stm_header *target = h;
     bool via_stub = (stm_load_relaxed(&h->flags) & F_STUB) != 0;
     if (via_stub) {
