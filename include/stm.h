@@ -233,7 +233,8 @@ typedef struct stm__tls {
     char *nursery_end;     /* == nursery_cur outside a transaction */
     void **ss_top;         /* shadow stack */
     void **ss_end;
-    uintptr_t pad_[3];
+    void **ss_bottom;
+    uintptr_t pad_[2];
     stm__cache_entry cache[STM__CACHE_BYTES / sizeof(stm__cache_entry)];
 } stm__tls;
 extern STM_API __thread stm__tls stm__tl __attribute__((tls_model("initial-exec")));
@@ -419,9 +420,11 @@ STM__INLINE void stm_push_root(void *obj)
         stm__ss_overflow();
     *stm__tl.ss_top++ = obj;
 }
-STM_API void *stm__ss_underflow(void);
+STM_API STM__NORETURN void *stm__ss_underflow(void);
 STM__INLINE void *stm_pop_root(void)
 {
+    if (STM__UNLIKELY(stm__tl.ss_top == stm__tl.ss_bottom))
+        return stm__ss_underflow();
     return *--stm__tl.ss_top;
 }
 /* The current depth of the shadow stack, and the slot `depth` entries

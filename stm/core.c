@@ -212,6 +212,7 @@ STM_API int stm_thread_attach(void)
     pthread_mutex_unlock(&stm_g.threads_mutex);
 
     t->ss_bottom = ss;
+    stm__tl.ss_bottom = ss;
     stm__tl.ss_top = ss;
     stm__tl.ss_end = ss + stm_g.cfg.shadow_stack_size;
     t->state = TX_NONE;
@@ -235,7 +236,7 @@ STM_API int stm_thread_detach(void)
     t->saved_nursery_cur = stm__tl.nursery_cur;
     free(t->ss_bottom);
     t->ss_bottom = NULL;
-    stm__tl.ss_top = stm__tl.ss_end = NULL;
+    stm__tl.ss_top = stm__tl.ss_end = stm__tl.ss_bottom = NULL;
     stm__tl.nursery_cur = stm__tl.nursery_end = NULL;
     stm_me = NULL;
     pthread_mutex_lock(&stm_g.threads_mutex);
@@ -267,6 +268,8 @@ STM_API void stm__ss_overflow(void)
 
 STM_API void *stm__ss_underflow(void)
 {
+    if (!stm_me)
+        stm_fatal("stm_pop_root: the calling thread is not attached (call stm_thread_attach)");
     stm_fatal("stm_pop_root: the shadow stack is empty");
 }
 
