@@ -18,7 +18,7 @@
 size_t gc_object_size(const void *obj)
 {
     const stm_header *h = obj;
-    if (h->flags & F_STUB)
+    if (stm_load_relaxed(&h->flags) & F_STUB)
         return sizeof(stm_stub);
     return stm_g.cfg.object_size(obj);
 }

@@ -254,7 +254,7 @@ STM_API void *stm__write_slow(void *obj)
     stm_stat(t, STAT_write_slow, 1);
     for (;;) {
         stm_header *cur = stm_resolve(t, obj);
-        if (cur->revision == t->prn) {          /* already private */
+        if (stm_load_relaxed(&cur->revision) == t->prn) {   /* already private */
             remember(t, cur);
             if (cur != obj)
                 stm_cache_insert(t, obj, cur);
@@ -303,7 +303,10 @@ STM_API void *stm__write_slow(void *obj)
             if (!copy)
                 stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);
         }
-        memcpy(copy, cur, size);
+        /* The header of a public copy is racy (locks, hint flags): copy the
+         * body only, and build the header. */
+        memcpy(copy + 1, cur + 1, size - sizeof(stm_header));
+        copy->tid = cur->tid;
         copy->flags = stm_load_relaxed(&cur->flags) & F_COPY_MASK;
         copy->revision = t->prn;
         copy->ident = cur->ident ? cur->ident : (uintptr_t)cur;

@@ -215,7 +215,7 @@ STM_API int stm_thread_attach(void)
     stm__tl.ss_bottom = ss;
     stm__tl.ss_top = ss;
     stm__tl.ss_end = ss + stm_g.cfg.shadow_stack_size;
-    t->state = TX_NONE;
+    stm_store_relaxed(&t->state, TX_NONE);
     t->carry_snapshot = -1;
     t->work_limit = (uint64_t)stm_g.cfg.nursery_size * 4;
     t->rng = 0x9e3779b9u * idx;
@@ -396,8 +396,9 @@ intptr_t stm_current_stamp(void)
 
 static void next_prn(stm_thread *t)
 {
-    /* Under t->lock: thieves compare revisions with t->prn. */
-    t->prn -= (intptr_t)2 << STM_THREAD_BITS;
+    /* Relaxed: thieves read it (under our lock, or not) only to diagnose
+     * an uncommitted object that escaped through raw memory. */
+    stm_store_relaxed(&t->prn, t->prn - ((intptr_t)2 << STM_THREAD_BITS));
 }
 
 static void begin_tx(stm_thread *t)
@@ -411,7 +412,7 @@ static void begin_tx(stm_thread *t)
     }
     t->snapshot = now;
     t->carry_snapshot = now;
-    t->state = TX_REGULAR;
+    stm_store_relaxed(&t->state, TX_REGULAR);
     t->ss_base = (size_t)(stm__tl.ss_top - t->ss_bottom);
     t->atomic = 0;
     t->tx_alloc_done = 0;
@@ -424,7 +425,7 @@ static void begin_tx(stm_thread *t)
 static void end_tx(stm_thread *t)
 {
     stm_account_allocation(t);
-    t->state = TX_NONE;
+    stm_store_relaxed(&t->state, TX_NONE);
     t->explicit_inevitable = false;
     stm__tl.prn = 0;
     stm__tl.nursery_end = stm__tl.nursery_cur;
@@ -466,7 +467,7 @@ STM_API void stm_become_inevitable(void)
             stm_abort_tx(t, STM_ABORT_VALIDATE_INEVITABLE, bad);
         }
     }
-    t->state = TX_INEVITABLE;
+    stm_store_relaxed(&t->state, TX_INEVITABLE);
     stm_stat(t, STAT_inevitable, 1);
 }
 
@@ -569,14 +570,12 @@ static void commit_tx(stm_thread *t)
         /* Wrote nothing that existed before: fresh objects become
          * protected by the PRN change alone (O(1)); no shared word is
          * written.  Reads were consistent at the snapshot. */
-        stm_lock(t);
-        if (t->stolen.count == 0) {
-            next_prn(t);
-            stm_unlock(t);
-            stm_stat(t, STAT_commits_readonly, 1);
-            goto done;
-        }
-        stm_unlock(t);
+        /* No lock: with nothing written in place no thief can queue a
+         * report for us, and thieves read t->prn only to diagnose an
+         * escaped uncommitted object. */
+        next_prn(t);
+        stm_stat(t, STAT_commits_readonly, 1);
+        goto done;
     }
     stm_lock(t);
     stm_drain_stolen(t);

@@ -90,7 +90,7 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
         if (stm_load_relaxed(&src->flags) & F_MOVED)
             return (void *)stm_load_relaxed(&src->revision);
     }
-    else if (rev == owner->prn && owner->state != TX_NONE)
+    else if (rev == stm_load_relaxed(&owner->prn) && stm_load_relaxed(&owner->state) != TX_NONE)
         stm_fatal("thread %u reached object %p that thread %u created in its running "
                   "transaction: uncommitted objects must not escape through non-stm memory",
                   me->index, (void *)p, owner->index);
@@ -113,8 +113,12 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
             gc_old_free(me, copy, size);
             return NULL;
         }
-        stm_vec_push_reserved(&owner->stolen, (uintptr_t)copy);
-        stm_vec_push_reserved(&owner->stolen, (uintptr_t)p);
+        size_t n = owner->stolen.count;
+        owner->stolen.items[n] = (uintptr_t)copy;
+        owner->stolen.items[n + 1] = (uintptr_t)p;
+        /* Relaxed: the owner polls the count without the lock, and takes
+         * the lock before reading the items. */
+        stm_store_relaxed(&owner->stolen.count, n + 2);
         /* Marks the backup, under the owner's lock; an abort that copies
          * the backup back makes p itself a forwarder to `copy`. */
         stm_header *backup = (stm_header *)p->ident;
