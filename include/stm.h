@@ -316,6 +316,12 @@ STM__INLINE uintptr_t stm__tls_offset(void)
 #  define STM__TLS_AT(type, off) (*(type __seg_fs *)(off))
 #endif
 
+#ifdef STM_BASELINE
+/* The no-STM baseline (docs/PERFORMANCE.md): same allocator and collector,
+ * barriers compiled to nothing, link with libstm_baseline. */
+STM__INLINE void *stm_read(const void *obj) { return (void *)obj; }
+STM__INLINE void *stm_write(void *obj) { return obj; }
+#else
 STM__INLINE void *stm_read(const void *obj)
 {
     const stm_header *h = (const stm_header *)obj;
@@ -386,6 +392,7 @@ STM__INLINE void *stm_write(void *obj)
         return obj;
     return stm__write_slow(obj);
 }
+#endif /* STM_BASELINE */
 
 STM__INLINE void *stm_allocate(size_t size, uint32_t tid)
 {
