@@ -57,7 +57,7 @@ static void *evacuate(minor_ctx *cx, void *p)
         return (void *)h->revision;   /* copied already, or stolen */
     size_t size = gc_object_size(p);
     void *n = gc_old_alloc(cx->t, size);
-    if (!n)
+    if (!n)   /* cannot happen: gc_old_reserve ran first */
         stm_fatal("out of memory while promoting %zu bytes in a minor collection", size);
     memcpy(n, p, size);
     ((stm_header *)n)->flags |= F_WRITE_BARRIER;
@@ -66,8 +66,7 @@ static void *evacuate(minor_ctx *cx, void *p)
     h->flags |= F_MOVED;
     h->revision = (intptr_t)n;
     cx->promoted += size;
-    if (!stm_vec_push(cx->work, (uintptr_t)n))
-        stm_fatal("out of memory in a minor collection");
+    stm_vec_push_reserved(cx->work, (uintptr_t)n);   /* reserved up front */
     return n;
 }
 
@@ -94,11 +93,17 @@ static void *survivor(stm_thread *t, void *p)
     return (h->flags & F_MOVED) ? (void *)h->revision : NULL;
 }
 
-void gc_minor_collect(stm_thread *t)
+bool gc_minor_collect(stm_thread *t)
 {
     stm_vec *work = &t->gc_work;   /* kept between collections */
     minor_ctx cx = { .t = t, .work = work, .promoted = 0 };
     stm_vec_clear(work);
+    /* Everything that can fail is done before anything moves: the scan
+     * queue holds at most one entry per survivor (objects are at least 32
+     * bytes), and old space gets room for every byte in the nursery. */
+    size_t used = (size_t)(t->tl->nursery_cur - t->nursery_base);
+    if (!stm_vec_reserve(work, used / 32 + 1) || !gc_old_reserve(t, used))
+        return false;
     stm_lock(t);
     stm_drain_stolen(t);
 
@@ -188,6 +193,7 @@ void gc_minor_collect(stm_thread *t)
     stm_stat(t, STAT_minor_collections, 1);
     stm_stat(t, STAT_bytes_promoted, cx.promoted);
     stm_unlock(t);
+    return true;
 }
 
 void *stm__allocate_slow(size_t size, uint32_t tid)
@@ -222,7 +228,11 @@ void *stm__allocate_slow(size_t size, uint32_t tid)
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
     } else {
-        gc_minor_collect(t);
+        if (!gc_minor_collect(t)) {
+            if (t->state == TX_INEVITABLE)
+                return NULL;
+            stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+        }
         h = (stm_header *)t->tl->nursery_cur;
         t->tl->nursery_cur += rounded;
     }
@@ -236,7 +246,12 @@ void *stm__allocate_slow(size_t size, uint32_t tid)
 STM_API void stm_minor_collect(void)
 {
     stm_thread *t = stm_me;
-    if (!t || t->state == TX_NONE)
+    if (!t)
+        stm_fatal("stm_minor_collect: the calling thread is not attached (call stm_thread_attach)");
+    if (t->state == TX_NONE)
         stm_fatal("stm_minor_collect called outside a transaction");
-    gc_minor_collect(t);
+    if (!gc_minor_collect(t) && t->state != TX_INEVITABLE)
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+    /* An inevitable transaction cannot abort: the collection is skipped,
+     * which is harmless (it was only requested). */
 }

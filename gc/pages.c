@@ -114,6 +114,27 @@ void *gc_old_alloc(stm_thread *t, size_t size)
     return p;           /* never used before: still zero */
 }
 
+bool gc_old_reserve(stm_thread *t, size_t bytes)
+{
+    /* Worst case: every byte lands in fresh pages, plus one partly used
+     * page per size class. */
+    size_t need;
+    if (__builtin_add_overflow(bytes, (size_t)GC_CLASSES * GC_PAGE_MEDIUM, &need))
+        return false;
+    if ((size_t)(t->old.chunk_end - t->old.chunk_cur) >= need)
+        return true;
+    size_t rounded = (need + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
+    char *region = gc_map_chunks(rounded, t->index);
+    if (!region)
+        return false;
+    /* The rest of the previous region is abandoned (at most one region's
+     * tail per reservation that did not fit). */
+    t->old.bytes_mapped += rounded;
+    t->old.chunk_cur = region;
+    t->old.chunk_end = region + rounded;
+    return true;
+}
+
 void gc_old_free(stm_thread *t, void *p, size_t size)
 {
     if (size > GC_LARGE) {

@@ -54,6 +54,9 @@ typedef struct stm_header {
 #define STM_ALIGNMENT 16
 /* The largest object stm_allocate accepts, in bytes (1 GiB). */
 #define STM_MAX_OBJECT_SIZE ((size_t)1 << 30)
+/* Objects larger than this (or than a quarter of the nursery) are
+ * allocated directly in the old generation instead of the nursery. */
+#define STM_LARGE_OBJECT_SIZE ((size_t)16 << 10)
 
 /* Flags a prebuilt (static) object must carry: see STM_PREBUILT. */
 #define STM_FLAG_PUBLIC   0x0001u
@@ -265,8 +268,10 @@ STM_API void stm__ss_overflow(void);
 STM__INLINE void *stm_read(const void *obj);
 
 /* Returns the copy of `obj` to write to (and to read from afterwards).
- * Same rules as stm_read; the first write to an object in a transaction
- * takes the slow path (it makes a private copy or a backup). */
+ * Same rules as stm_read.  The first write to an object in a transaction
+ * calls the out-of-line slow path (it makes a private copy or a backup);
+ * later writes through the same pointer, or through any pointer already
+ * resolved to that copy, stay inline. */
 STM__INLINE void *stm_write(void *obj);
 
 /* Cheaper variant: `obj` is a result of stm_write in this transaction
@@ -390,15 +395,28 @@ STM__INLINE void *stm_write(void *obj)
 #endif
                     ))
         return obj;
+    /* A pointer whose private copy this transaction already made (the
+     * public original, a stub ...) resolves through the read cache. */
+    {
+        const stm__cache_entry *e = (const stm__cache_entry *)
+            ((const char *)stm__tl.cache + (uint16_t)(uintptr_t)obj);
+        if (e->key == obj) {
+            stm_header *v = (stm_header *)e->value;
+            if (STM__LOAD_RELAXED(v->revision) == stm__tl.prn &&
+                !(v->flags & STM__FLAG_WRITE_BARRIER))
+                return v;
+        }
+    }
     return stm__write_slow(obj);
 }
 #endif /* STM_BASELINE */
 
 STM__INLINE void *stm_allocate(size_t size, uint32_t tid)
 {
-    /* size - 1 wraps for 0, so one unsigned test rejects 0 and too-large
-     * sizes before the rounding below could overflow. */
-    if (STM__UNLIKELY(size - 1 >= (size_t)STM__CACHE_BYTES * 16))
+    /* One unsigned test sends sizes below the header (they wrap around)
+     * and large sizes to the slow path, before the rounding below could
+     * overflow; with a constant size it folds away. */
+    if (STM__UNLIKELY(size - sizeof(stm_header) > STM_LARGE_OBJECT_SIZE - sizeof(stm_header)))
         return stm__allocate_slow(size, tid);
     size_t rounded = (size + (STM_ALIGNMENT - 1)) & ~(size_t)(STM_ALIGNMENT - 1);
     char *p = stm__tl.nursery_cur;

@@ -91,10 +91,24 @@ static bool still_current(stm_thread *t, const stm_header *obj, bool at_commit)
             stm_cpu_relax();    /* in flight: the committer will finish */
             continue;
         }
-        if (REV_IS_PTR(rev) && (stm_load_relaxed(&obj->flags) & F_MOVED)) {
-            obj = (const stm_header *)rev;
-            continue;
+        if (REV_IS_PTR(rev)) {
+            const stm_header *next = (const stm_header *)rev;
+            /* Same content elsewhere (stolen or collected): follow. */
+            if (stm_load_relaxed(&obj->flags) & F_MOVED) {
+                obj = next;
+                continue;
+            }
+            /* Outdated by one of our own commits (a transaction carrying
+             * its read set over): the newer version is ours. */
+            if ((stm_load_relaxed(&next->flags) & F_STUB) &&
+                ((const stm_stub *)next)->owner == t->index) {
+                obj = next;
+                continue;
+            }
+            return false;
         }
+        if (REV_IS_STUBPTR(rev))   /* our own stub (only reached as above) */
+            return true;
         return false;
     }
 }
@@ -237,10 +251,12 @@ STM_API void *stm__read_slow(const void *obj)
 /* Makes the old private object `o` tracked by the remembered set. */
 static void remember(stm_thread *t, stm_header *o)
 {
-    if (o->flags & F_WRITE_BARRIER) {
+    if (stm_load_relaxed(&o->flags) & F_WRITE_BARRIER) {
         if (!stm_vec_push(&t->old_to_trace, (uintptr_t)o))
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, o);
-        o->flags &= ~F_WRITE_BARRIER;
+        /* Relaxed RMW: a thief holding our lock may read the flags of a
+         * copy we write in place (looking for F_PFP) at the same time. */
+        stm_fetch_and_relaxed(&o->flags, ~F_WRITE_BARRIER);
     }
 }
 

@@ -140,10 +140,12 @@ STM_API int stm_init(const stm_config *user)
     if (!stm_g.threads)
         return STM_ENOMEM;
     stm_g.cfg = cfg;
-    /* Objects above a quarter of the nursery (or 64 KiB) skip it, so that
-     * one allocation never needs more than one minor collection. */
-    stm_g.large_threshold = cfg.nursery_size / 4 < ((size_t)64 << 10) ? cfg.nursery_size / 4
-                                                                       : ((size_t)64 << 10);
+    /* Objects above a quarter of the nursery (or STM_LARGE_OBJECT_SIZE)
+     * skip it, so that one allocation never needs more than one minor
+     * collection.  The inline fast path checks only the constant; the slow
+     * path applies both. */
+    stm_g.large_threshold = cfg.nursery_size / 4 < STM_LARGE_OBJECT_SIZE ? cfg.nursery_size / 4
+                                                                         : STM_LARGE_OBJECT_SIZE;
     stm_g.time = 2;
     stm_g.initialised = true;
     return STM_OK;
@@ -459,13 +461,34 @@ STM_API void stm_become_inevitable(void)
             break;
     }
     t->inevitable_time = now;
-    if (now != t->snapshot) {
-        const void *bad = NULL;
-        t->snapshot = now;
-        if (!stm_validate(t, false, &bad)) {
-            release_inevitable(t, now);
-            stm_abort_tx(t, STM_ABORT_VALIDATE_INEVITABLE, bad);
+    /* From here on no shared commit can happen; what must hold is that
+     * nothing we read or wrote has already been replaced.  That includes
+     * the public copies thieves made of objects we are writing in place:
+     * they are not in the read set. */
+    const void *bad = NULL;
+    stm_lock(t);
+    stm_drain_stolen(t);
+    stm_unlock(t);
+    bool ok = now == t->snapshot || stm_validate(t, false, &bad);
+    if (ok) {
+        STM_MAP_FOREACH(&t->p2p, e) {
+            intptr_t rev;
+            /* Acquire: pairs with the committer's release of the copy.  A
+             * lock holder either took its commit time before us and will
+             * publish, or finds the clock odd and unlocks: wait and see. */
+            while (REV_IS_LOCK(rev = stm_load_acquire(&((stm_header *)e->key)->revision)))
+                stm_cpu_relax();
+            if (!REV_IS_STAMP(rev)) {
+                bad = (const void *)e->key;
+                ok = false;
+                break;
+            }
         }
+    }
+    t->snapshot = now;
+    if (!ok) {
+        release_inevitable(t, now);
+        stm_abort_tx(t, STM_ABORT_VALIDATE_INEVITABLE, bad);
     }
     stm_store_relaxed(&t->state, TX_INEVITABLE);
     stm_stat(t, STAT_inevitable, 1);
@@ -565,8 +588,7 @@ static bool lock_written(stm_thread *t, const void **bad)
 static void commit_tx(stm_thread *t)
 {
     STM_TEST_POINT(STM_POINT_COMMIT_START);
-    if (t->state == TX_REGULAR && t->p2p.count == 0 && t->pfp.count == 0 &&
-        stm_load_relaxed(&t->stolen.count) == 0) {
+    if (t->p2p.count == 0 && t->pfp.count == 0 && stm_load_relaxed(&t->stolen.count) == 0) {
         /* Wrote nothing that existed before: fresh objects become
          * protected by the PRN change alone (O(1)); no shared word is
          * written.  Reads were consistent at the snapshot. */
@@ -574,6 +596,8 @@ static void commit_tx(stm_thread *t)
          * report for us, and thieves read t->prn only to diagnose an
          * escaped uncommitted object. */
         next_prn(t);
+        if (t->state == TX_INEVITABLE)
+            release_inevitable(t, t->inevitable_time);
         stm_stat(t, STAT_commits_readonly, 1);
         goto done;
     }
@@ -598,7 +622,8 @@ static void commit_tx(stm_thread *t)
         /* Memory for the locks and stubs, before anything is locked (the
          * map may have grown while we waited for an inevitable one). */
         if (!stm_vec_reserve(&t->write_locks, 2 * t->p2p.count) ||
-            !stm_vec_reserve(&t->stub_memory, t->p2p.count)) {
+            !stm_vec_reserve(&t->stub_memory, t->p2p.count) ||
+            !stm_vec_reserve(&t->young_stubs, t->p2p.count)) {
             stm_unlock(t);
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
@@ -668,7 +693,7 @@ static void commit_tx(stm_thread *t)
         stm_header *r = (stm_header *)t->write_locks.items[i];
         void *mine = (void *)stm_map_find(&t->p2p, (uintptr_t)r)->value;
         stm_stub *s = (stm_stub *)t->stub_memory.items[--t->stub_memory.count];
-        stm_init_stub(t, s, t, mine);
+        stm_init_stub(t, s, t, mine);   /* cannot fail: young_stubs reserved */
         /* Release: pairs with the acquire loads of revisions in
          * stm_resolve: the stub is complete before R points to it. */
         stm_store_release(&r->revision, (intptr_t)s);
@@ -726,6 +751,19 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
             stm_vec_push_reserved(&t->write_locks, e->key);
         }
     }
+    /* The remembered set loses the aborted attempt's own old objects
+     * (fresh large objects, old private copies): garbage now, they would
+     * keep what they point to alive.  Copies written in place stay: once
+     * restored they hold committed state, which may point into the
+     * nursery. */
+    size_t kept = 0;
+    for (size_t i = 0; i < t->old_to_trace.count; i++) {
+        stm_header *o = (stm_header *)t->old_to_trace.items[i];
+        if (o->revision == t->prn && !(o->flags & F_PFP))
+            continue;
+        t->old_to_trace.items[kept++] = (uintptr_t)o;
+    }
+    t->old_to_trace.count = kept;
     /* Undo in-place writes from the backups. */
     for (size_t i = 0; i < t->pfp.count; i++) {
         stm_header *o = (stm_header *)t->pfp.items[i];

@@ -208,7 +208,7 @@ STM_HIDDEN void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj
 STM_HIDDEN stm_stub *stm_make_stub(stm_thread *me, stm_thread *owner, void *target);
 /* Initialises stub memory; registers it with `owner` if target is young
  * (owner's lock held). */
-STM_HIDDEN void stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target);
+STM_HIDDEN bool stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target);
 /* Moves the thieves' reports into our public-to-private map (own lock held). */
 STM_HIDDEN void stm_drain_stolen(stm_thread *t);
 
@@ -217,7 +217,10 @@ STM_HIDDEN bool gc_thread_init(stm_thread *t);
 STM_HIDDEN void *gc_old_alloc(stm_thread *t, size_t size);   /* zeroed; NULL on failure */
 STM_HIDDEN void gc_old_free(stm_thread *t, void *p, size_t size);
 STM_HIDDEN unsigned gc_owner_of(const void *p);                /* 0: not ours (static) */
-STM_HIDDEN void gc_minor_collect(stm_thread *t);
+/* False (and nothing changed) if memory for the collection is missing. */
+STM_HIDDEN bool gc_minor_collect(stm_thread *t);
+/* Makes sure `bytes` can be promoted without mapping memory. */
+STM_HIDDEN bool gc_old_reserve(stm_thread *t, size_t bytes);
 STM_HIDDEN size_t gc_object_size(const void *obj);
 
 /* Adds the nursery bytes allocated since the last call to the stats. */

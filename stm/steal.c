@@ -18,7 +18,7 @@
 #include "stm/core.h"
 #include "gc/pages.h"
 
-void stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target)
+bool stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target)
 {
     (void)me;
     const stm_header *th = target;
@@ -31,16 +31,19 @@ void stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target)
         /* The owner's minor collection re-points the stub when the target
          * moves (owner's lock held by the caller). */
         if (!stm_vec_push(&owner->young_stubs, (uintptr_t)s))
-            stm_fatal("out of memory while registering a stub");
+            return false;
     }
     stm_stat(me, STAT_stubs_created, 1);
+    return true;
 }
 
 stm_stub *stm_make_stub(stm_thread *me, stm_thread *owner, void *target)
 {
     stm_stub *s = gc_old_alloc(me, sizeof(stm_stub));
-    if (s)
-        stm_init_stub(me, s, owner, target);
+    if (s && !stm_init_stub(me, s, owner, target)) {
+        gc_old_free(me, s, sizeof(stm_stub));
+        return NULL;
+    }
     return s;
 }
 
@@ -130,7 +133,8 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
         stm_fetch_or_relaxed(&p->flags, F_MOVED);
         stm_store_release(&p->revision, (intptr_t)copy);
     }
-    stm_stat(me, STAT_steals, 1);
+    if (owner != me)
+        stm_stat(me, STAT_steals, 1);
     return copy;
 }
 
