@@ -175,6 +175,14 @@ bool gc_minor_collect(stm_thread *t)
         t->cache_fills.items[kept++] = (uintptr_t)key;
     }
     t->cache_fills.count = kept;
+    kept = 0;
+    for (size_t i = 0; i < t->cache_aliases.count; i++) {
+        const void *key = (const void *)t->cache_aliases.items[i];
+        stm__cache_entry *e = (stm__cache_entry *)((char *)t->tl->cache + (uint16_t)(uintptr_t)key);
+        if (e->key == key && e->value != key)
+            t->cache_aliases.items[kept++] = (uintptr_t)key;
+    }
+    t->cache_aliases.count = kept;
 
     /* Reset the nursery: zero what was used, so allocation need not. */
     char *used_end = t->tl->nursery_cur;

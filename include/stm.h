@@ -323,9 +323,16 @@ STM__INLINE uintptr_t stm__tls_offset(void)
 
 #ifdef STM_BASELINE
 /* The no-STM baseline (docs/PERFORMANCE.md): same allocator and collector,
- * barriers compiled to nothing, link with libstm_baseline. */
+ * no STM barriers; link with libstm_baseline.  The write barrier keeps only
+ * what the generational collector needs (the remembered-set flag test),
+ * as any generational GC must. */
 STM__INLINE void *stm_read(const void *obj) { return (void *)obj; }
-STM__INLINE void *stm_write(void *obj) { return obj; }
+STM__INLINE void *stm_write(void *obj)
+{
+    if (STM__UNLIKELY(((stm_header *)obj)->flags & STM__FLAG_WRITE_BARRIER))
+        return stm__write_slow(obj);
+    return obj;
+}
 #else
 STM__INLINE void *stm_read(const void *obj)
 {

@@ -25,6 +25,14 @@ void stm_cache_insert(stm_thread *t, const void *key, void *value)
             return;   /* not cached: correct, only slower */
         e->key = key;
     }
+    /* Aliases to our private copies are never redirected (they already
+     * give the copy we write) nor forwarded while the transaction runs:
+     * only the others are logged. */
+    if (value != key && stm_load_relaxed(&((stm_header *)value)->revision) != t->prn &&
+        !stm_vec_push(&t->cache_aliases, (uintptr_t)key)) {
+        e->key = NULL;
+        return;
+    }
     e->value = value;
 }
 
@@ -38,37 +46,60 @@ void stm_cache_clear(stm_thread *t)
             e->key = NULL;
     }
     stm_vec_clear(&t->cache_fills);
+    stm_vec_clear(&t->cache_aliases);
+}
+
+static inline bool forwarded(const void *copy)
+{
+    return !REV_IS_ODD(stm_load_relaxed(&((const stm_header *)copy)->revision));
 }
 
 /* `pub` (a public copy) now has our private copy `priv`: every cached
- * resolution to `pub`, or to a copy that has since been forwarded (stolen
- * or outdated), must now give `priv` or be dropped.  Beyond a bound the
- * whole cache is cleared instead, which keeps this amortised O(1) per
- * fill. */
+ * resolution to `pub`, or to a copy that has since been forwarded with the
+ * same content (one of ours, stolen), must now give `priv` or be dropped
+ * (DESIGN.md, C3).  Only logged aliases (key != value, value not private)
+ * can resolve to `pub`: the entry keyed by `pub` itself is the caller's.
+ * Any other entry can only go stale by a thief moving one of our copies,
+ * which thieves count, so the full log is scanned only after a steal from
+ * us.  Forwarders made by other threads' commits need no care: validation
+ * catches them. */
 void stm_cache_redirect(stm_thread *t, const void *pub, void *priv)
 {
-    if (t->cache_fills.count > 256) {
-        stm_cache_clear(t);
-        return;
+    if (t->cache_aliases.count > 1024) {
+        /* Bound the work: forget every alias (they re-resolve once). */
+        for (size_t i = 0; i < t->cache_aliases.count; i++) {
+            const void *key = (const void *)t->cache_aliases.items[i];
+            stm__cache_entry *e = cache_slot(t, key);
+            if (e->key == key && e->value != key)
+                e->key = NULL;
+        }
+        stm_vec_clear(&t->cache_aliases);
     }
     size_t kept = 0;
-    for (size_t i = 0; i < t->cache_fills.count; i++) {
-        const void *key = (const void *)t->cache_fills.items[i];
+    for (size_t i = 0; i < t->cache_aliases.count; i++) {
+        const void *key = (const void *)t->cache_aliases.items[i];
         stm__cache_entry *e = cache_slot(t, key);
-        if (e->key != key)
-            continue;
+        if (e->key != key || e->value == key)
+            continue;       /* replaced since: drop from the alias log */
         if (e->value == pub) {
             e->value = priv;
-        } else {
-            intptr_t rev = stm_load_relaxed(&((stm_header *)e->value)->revision);
-            if (!REV_IS_ODD(rev)) {   /* forwarded or outdated: resolve again */
-                e->key = NULL;
-                continue;
-            }
+        } else if (forwarded(e->value)) {
+            e->key = NULL;
+            continue;
         }
-        t->cache_fills.items[kept++] = (uintptr_t)key;
+        t->cache_aliases.items[kept++] = (uintptr_t)key;
     }
-    t->cache_fills.count = kept;
+    t->cache_aliases.count = kept;
+    uint64_t stolen = stm_load_relaxed(&t->stolen_from_me);
+    if (stolen != t->steals_seen) {
+        t->steals_seen = stolen;
+        for (size_t i = 0; i < t->cache_fills.count; i++) {
+            const void *key = (const void *)t->cache_fills.items[i];
+            stm__cache_entry *e = cache_slot(t, key);
+            if (e->key == key && forwarded(e->value))
+                e->key = NULL;
+        }
+    }
 }
 
 /* ---- validation ------------------------------------------------------- */
@@ -260,6 +291,16 @@ static void remember(stm_thread *t, stm_header *o)
     }
 }
 
+#ifdef STM_BASELINE
+STM_API void *stm__write_slow(void *obj)
+{
+    stm_thread *t = stm_me;
+    if (STM__UNLIKELY(!t || t->state == TX_NONE))
+        not_in_tx("stm_write");
+    remember(t, obj);
+    return obj;
+}
+#else
 STM_API void *stm__write_slow(void *obj)
 {
     stm_thread *t = stm_me;
@@ -338,3 +379,4 @@ STM_API void *stm__write_slow(void *obj)
         return copy;
     }
 }
+#endif /* STM_BASELINE */

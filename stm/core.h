@@ -119,6 +119,9 @@ typedef struct stm_thread {
     intptr_t carry_snapshot;         /* cache and read set valid at this time, or -1 */
     stm_vec read_set;                /* public copies and own protected copies read */
     stm_vec cache_fills;             /* keys inserted into the read cache */
+    stm_vec cache_aliases;           /* those inserted with value != key */
+    uint64_t stolen_from_me;         /* bumped by thieves (under our lock) */
+    uint64_t steals_seen;            /* stolen_from_me at the last full scan */
     stm_map p2p;                     /* public copy -> our private copy */
     stm_vec pfp;                     /* our protected objects written in place */
     stm_vec old_to_trace;            /* remembered set: old objects written */

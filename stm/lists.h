@@ -96,7 +96,14 @@ static inline bool stm_map_put(stm_map *m, uintptr_t key, uintptr_t value)
 }
 static inline void stm_map_clear(stm_map *m)
 {
-    if (m->count) {
+    if (m->mask >= 256 && m->count * 8 < m->mask + 1) {
+        /* Grown by an earlier big transaction and now mostly empty: give
+         * it back rather than clear (and walk) the whole capacity at every
+         * commit.  A map that is well used is cleared in proportion. */
+        free(m->entries);
+        m->entries = NULL;
+        m->count = m->mask = 0;
+    } else if (m->count) {
         memset(m->entries, 0, (m->mask + 1) * sizeof(stm_map_entry));
         m->count = 0;
     }

@@ -135,6 +135,8 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
     }
     if (owner != me)
         stm_stat(me, STAT_steals, 1);
+    /* Relaxed: the owner only compares it with what it saw last. */
+    stm_store_relaxed(&owner->stolen_from_me, owner->stolen_from_me + 1);
     return copy;
 }
 
