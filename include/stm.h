@@ -103,11 +103,11 @@ typedef struct stm_config {
     size_t size;
     stm_size_fn *object_size;      /* required */
     stm_trace_fn *trace;           /* required */
-    size_t nursery_size;           /* bytes per thread; default 4 MiB, min 64 KiB */
+    size_t nursery_size;           /* bytes per thread; default 4 MiB, min 256 B */
     size_t shadow_stack_size;      /* roots per thread; default 1 Mi entries */
     unsigned max_attempts;         /* attempts before a transaction is retried as
                                       inevitable (guaranteed progress); default 16 */
-    unsigned max_threads;          /* default and maximum 4096 */
+    unsigned max_threads;          /* default and maximum 4095 */
 } stm_config;
 
 /* Fills `cfg` with the defaults.  Callable at any time. */

@@ -25,6 +25,10 @@
     __atomic_compare_exchange_n((p), (expected), (desired), false, \
                                 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)
 
+#define stm_cas_release(p, expected, desired) \
+    __atomic_compare_exchange_n((p), (expected), (desired), false, \
+                                __ATOMIC_RELEASE, __ATOMIC_RELAXED)
+
 #define stm_fetch_or_relaxed(p, v)  __atomic_fetch_or((p), (v), __ATOMIC_RELAXED)
 #define stm_fetch_or_release(p, v)  __atomic_fetch_or((p), (v), __ATOMIC_RELEASE)
 #define stm_fetch_and_relaxed(p, v) __atomic_fetch_and((p), (v), __ATOMIC_RELAXED)

@@ -203,10 +203,29 @@ static void *private_copy_of(stm_thread *t, const stm_header *pub)
     return NULL;
 }
 
+/* Path compression: `head`, an outdated public copy (or a stub already
+ * re-pointed to a public copy) that `hops` links lead from, is made to point
+ * straight at `current`, the newest public copy.  Without it every change of
+ * hands adds links that every later reader through the same pointer walks
+ * again.  Only public copies are shortened: a non-public forwarder (MOVED)
+ * promises the same content as its target, which validation relies on. */
+static void compress(stm_header *head, intptr_t head_rev, unsigned hops, const stm_header *current)
+{
+    if (head && hops >= 2 && (const stm_header *)head != current) {
+        /* Release: pairs with the acquire loads in stm_resolve (the
+         * target is complete: we read it after an acquire ourselves).  A
+         * failed CAS means someone else shortened it: fine. */
+        stm_cas_release(&head->revision, &head_rev, (intptr_t)current);
+    }
+}
+
 void *stm_resolve(stm_thread *t, const void *start)
 {
     const stm_header *obj = start;
     unsigned spins = 0;
+    stm_header *head = NULL;     /* for path compression */
+    intptr_t head_rev = 0;
+    unsigned hops = 0;
     for (;;) {
         /* Acquire: pairs with every release store of a revision (commit
          * publication, unlock, stealing, minor-collection forwarding), so
@@ -230,6 +249,8 @@ void *stm_resolve(stm_thread *t, const void *start)
         }
         if (REV_IS_STAMP(rev)) {
             STM_ASSERT(stm_load_relaxed(&obj->flags) & F_PUBLIC);
+            compress(head, head_rev, hops, obj);
+            head = NULL;
             if (stm_load_relaxed(&obj->flags) & F_PUBLIC_TO_PRIVATE) {
                 void *mine = private_copy_of(t, obj);
                 if (mine)
@@ -261,6 +282,12 @@ void *stm_resolve(stm_thread *t, const void *start)
             continue;
         }
         STM_ASSERT(REV_IS_PTR(rev));
+        if (!head && (stm_load_relaxed(&obj->flags) & (F_PUBLIC | F_MOVED)) == F_PUBLIC) {
+            head = (stm_header *)obj;
+            head_rev = rev;
+            hops = 0;
+        }
+        hops++;
         obj = (const stm_header *)rev;             /* newer or moved copy */
     }
 }

@@ -132,7 +132,7 @@ STM_API int stm_init(const stm_config *user)
     if (!cfg.max_threads)
         cfg.max_threads = dflt.max_threads;
     cfg.nursery_size = parse_size_env("STM_NURSERY_SIZE", cfg.nursery_size);
-    if (cfg.nursery_size < 4096 || cfg.nursery_size > ((size_t)1 << 34) ||
+    if (cfg.nursery_size < 256 || cfg.nursery_size > ((size_t)1 << 34) ||
         cfg.max_threads >= STM_MAX_THREADS || cfg.shadow_stack_size > ((size_t)1 << 32))
         return STM_EINVAL;
     cfg.nursery_size = stm_round_size(cfg.nursery_size);
