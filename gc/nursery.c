@@ -163,8 +163,8 @@ bool gc_minor_collect(stm_thread *t)
     kept = 0;
     for (size_t i = 0; i < t->cache_fills.count; i++) {
         const void *key = (const void *)t->cache_fills.items[i];
-        stm__cache_entry *e = (stm__cache_entry *)((char *)t->tl->cache + (uint16_t)(uintptr_t)key);
-        if (e->key != key)
+        stm__cache_entry *e = stm_cache_find(t, key);
+        if (!e)
             continue;
         void *v = survivor(t, e->value);
         if (stm_is_young(t, key) || !v) {
@@ -178,8 +178,8 @@ bool gc_minor_collect(stm_thread *t)
     kept = 0;
     for (size_t i = 0; i < t->cache_aliases.count; i++) {
         const void *key = (const void *)t->cache_aliases.items[i];
-        stm__cache_entry *e = (stm__cache_entry *)((char *)t->tl->cache + (uint16_t)(uintptr_t)key);
-        if (e->key == key && e->value != key)
+        stm__cache_entry *e = stm_cache_find(t, key);
+        if (e && e->value != key)
             t->cache_aliases.items[kept++] = (uintptr_t)key;
     }
     t->cache_aliases.count = kept;

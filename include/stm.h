@@ -226,8 +226,9 @@ STM_API int stm_atomic_depth(void);
 /* Internal: per-thread state the inline fast paths read.  The read cache
  * maps any pointer resolved in this transaction (a stub, an outdated
  * copy, a prebuilt object, one's own protected copy ...) to the copy to
- * use; it is direct-mapped on the low 16 address bits, so it lives in
- * static TLS (see docs/DESIGN.md, "Read cache"). */
+ * use.  It is two-way set-associative, indexed by the low 16 address bits
+ * (way 0 at `cache`, way 1 STM__CACHE_BYTES further), and lives in static
+ * TLS so that a probe is one %fs-relative compare (docs/DESIGN.md, 2.1). */
 #define STM__CACHE_BYTES 65536
 typedef struct stm__cache_entry { const void *key; void *value; } stm__cache_entry;
 typedef struct stm__tls {
@@ -239,6 +240,7 @@ typedef struct stm__tls {
     void **ss_bottom;
     uintptr_t pad_[2];
     stm__cache_entry cache[STM__CACHE_BYTES / sizeof(stm__cache_entry)];
+    stm__cache_entry cache_way1[STM__CACHE_BYTES / sizeof(stm__cache_entry)];
 } stm__tls;
 extern STM_API __thread stm__tls stm__tl __attribute__((tls_model("initial-exec")));
 
@@ -356,6 +358,8 @@ STM__INLINE void *stm_read(const void *obj)
     uintptr_t e = tl + offsetof(stm__tls, cache) + (uint16_t)(uintptr_t)obj;
     if (STM__LIKELY(STM__TLS_AT(const void *, e) == obj))
         return STM__TLS_AT(void *, e + sizeof(void *));
+    if (STM__LIKELY(STM__TLS_AT(const void *, e + STM__CACHE_BYTES) == obj))
+        return STM__TLS_AT(void *, e + STM__CACHE_BYTES + sizeof(void *));
     return stm__read_slow(obj);
 #  else
     /* gcc adds the index into the base register first, one instruction
@@ -366,16 +370,29 @@ STM__INLINE void *stm_read(const void *obj)
         uintptr_t i = (uint16_t)(uintptr_t)obj;
         void *res;
         __asm__ goto("cmpq %[p], %%fs:%c[k](%[tl],%[i])\n\t"
-                     "jne %l[miss]"
+                     "jne %l[way1]"
                      : /* no outputs */
                      : [p] "r"(obj), [tl] "r"(tl), [i] "r"(i),
                        [k] "i"(offsetof(stm__tls, cache))
+                     : "cc"
+                     : way1);
+        __asm__ __volatile__("movq %%fs:%c[v](%[tl],%[i]), %[r]"
+                             : [r] "=r"(res)
+                             : [tl] "r"(tl), [i] "r"(i),
+                               [v] "i"(offsetof(stm__tls, cache) + sizeof(void *)));
+        return res;
+    way1:
+        __asm__ goto("cmpq %[p], %%fs:%c[k](%[tl],%[i])\n\t"
+                     "jne %l[miss]"
+                     : /* no outputs */
+                     : [p] "r"(obj), [tl] "r"(tl), [i] "r"(i),
+                       [k] "i"(offsetof(stm__tls, cache_way1))
                      : "cc"
                      : miss);
         __asm__ __volatile__("movq %%fs:%c[v](%[tl],%[i]), %[r]"
                              : [r] "=r"(res)
                              : [tl] "r"(tl), [i] "r"(i),
-                               [v] "i"(offsetof(stm__tls, cache) + sizeof(void *)));
+                               [v] "i"(offsetof(stm__tls, cache_way1) + sizeof(void *)));
         return res;
     }
 miss:
@@ -386,6 +403,9 @@ miss:
         return (void *)obj;
     const stm__cache_entry *e = (const stm__cache_entry *)
         ((const char *)stm__tl.cache + (uint16_t)(uintptr_t)obj);
+    if (STM__LIKELY(e->key == obj))
+        return e->value;
+    e = (const stm__cache_entry *)((const char *)stm__tl.cache_way1 + (uint16_t)(uintptr_t)obj);
     if (STM__LIKELY(e->key == obj))
         return e->value;
     return stm__read_slow(obj);

@@ -12,17 +12,62 @@
 #include "stm/core.h"
 #include "gc/pages.h"
 
-static inline stm__cache_entry *cache_slot(stm_thread *t, const void *key)
+static inline stm__cache_entry *way0(stm_thread *t, const void *key)
 {
     return (stm__cache_entry *)((char *)t->tl->cache + (uint16_t)(uintptr_t)key);
 }
+static inline stm__cache_entry *way1(stm_thread *t, const void *key)
+{
+    return (stm__cache_entry *)((char *)t->tl->cache_way1 + (uint16_t)(uintptr_t)key);
+}
 
+/* The entry holding `key`, in either way, or NULL. */
+stm__cache_entry *stm_cache_find(stm_thread *t, const void *key)
+{
+    stm__cache_entry *e = way0(t, key);
+    if (e->key == key)
+        return e;
+    e = way1(t, key);
+    return e->key == key ? e : NULL;
+}
+
+/* Rebuilds the logs from the cache itself (8192 entries): keys evicted
+ * and inserted again pile up in the logs otherwise.  Called when the log
+ * outgrows the cache several times over, so it is amortised O(1). */
+static void compact_cache_logs(stm_thread *t)
+{
+    stm_vec_clear(&t->cache_fills);
+    stm_vec_clear(&t->cache_aliases);
+    size_t n = STM__CACHE_BYTES / sizeof(stm__cache_entry);
+    for (int w = 0; w < 2; w++) {
+        stm__cache_entry *ways = w ? t->tl->cache_way1 : t->tl->cache;
+        for (size_t i = 0; i < n; i++) {
+            stm__cache_entry *e = &ways[i];
+            if (!e->key)
+                continue;
+            /* The logs never need more room than they had. */
+            stm_vec_push_reserved(&t->cache_fills, (uintptr_t)e->key);
+            if (e->value != e->key &&
+                stm_load_relaxed(&((stm_header *)e->value)->revision) != t->prn)
+                stm_vec_push_reserved(&t->cache_aliases, (uintptr_t)e->key);
+        }
+    }
+}
+
+/* New keys go to way 0; the entry they displace moves to way 1 (dropping
+ * way 1's), so two pointers that share their low 16 bits both stay. */
 void stm_cache_insert(stm_thread *t, const void *key, void *value)
 {
-    stm__cache_entry *e = cache_slot(t, key);
-    if (e->key != key) {
+    stm__cache_entry *e = stm_cache_find(t, key);
+    if (!e) {
+        if (t->cache_fills.count >= 4 * 2 * STM__CACHE_BYTES / sizeof(stm__cache_entry) &&
+            stm_vec_reserve(&t->cache_aliases, 2 * STM__CACHE_BYTES / sizeof(stm__cache_entry)))
+            compact_cache_logs(t);
         if (!stm_vec_push(&t->cache_fills, (uintptr_t)key))
             return;   /* not cached: correct, only slower */
+        e = way0(t, key);
+        if (e->key)
+            *way1(t, key) = *e;
         e->key = key;
     }
     /* Aliases to our private copies are never redirected (they already
@@ -41,8 +86,8 @@ void stm_cache_clear(stm_thread *t)
 {
     for (size_t i = 0; i < t->cache_fills.count; i++) {
         const void *key = (const void *)t->cache_fills.items[i];
-        stm__cache_entry *e = cache_slot(t, key);
-        if (e->key == key)
+        stm__cache_entry *e = stm_cache_find(t, key);
+        if (e)
             e->key = NULL;
     }
     stm_vec_clear(&t->cache_fills);
@@ -69,8 +114,8 @@ void stm_cache_redirect(stm_thread *t, const void *pub, void *priv)
         /* Bound the work: forget every alias (they re-resolve once). */
         for (size_t i = 0; i < t->cache_aliases.count; i++) {
             const void *key = (const void *)t->cache_aliases.items[i];
-            stm__cache_entry *e = cache_slot(t, key);
-            if (e->key == key && e->value != key)
+            stm__cache_entry *e = stm_cache_find(t, key);
+            if (e && e->value != key)
                 e->key = NULL;
         }
         stm_vec_clear(&t->cache_aliases);
@@ -78,8 +123,8 @@ void stm_cache_redirect(stm_thread *t, const void *pub, void *priv)
     size_t kept = 0;
     for (size_t i = 0; i < t->cache_aliases.count; i++) {
         const void *key = (const void *)t->cache_aliases.items[i];
-        stm__cache_entry *e = cache_slot(t, key);
-        if (e->key != key || e->value == key)
+        stm__cache_entry *e = stm_cache_find(t, key);
+        if (!e || e->value == key)
             continue;       /* replaced since: drop from the alias log */
         if (e->value == pub) {
             e->value = priv;
@@ -95,8 +140,8 @@ void stm_cache_redirect(stm_thread *t, const void *pub, void *priv)
         t->steals_seen = stolen;
         for (size_t i = 0; i < t->cache_fills.count; i++) {
             const void *key = (const void *)t->cache_fills.items[i];
-            stm__cache_entry *e = cache_slot(t, key);
-            if (e->key == key && forwarded(e->value))
+            stm__cache_entry *e = stm_cache_find(t, key);
+            if (e && forwarded(e->value))
                 e->key = NULL;
         }
     }
@@ -179,8 +224,28 @@ static STM_COLD void not_in_tx(const char *what)
     stm_fatal("%s called outside a transaction", what);
 }
 
+static int cmp_addr(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Objects evicted from the read cache and read again are recorded again:
+ * once the read set doubles, duplicates are removed (sort + unique), so
+ * its size stays proportional to the objects read, amortised O(log n). */
 static void record_read(stm_thread *t, const void *obj)
 {
+    if (t->read_set.count >= t->read_set_compact_at && t->read_set.count > 1) {
+        qsort(t->read_set.items, t->read_set.count, sizeof(uintptr_t), cmp_addr);
+        size_t kept = 0;
+        for (size_t i = 0; i < t->read_set.count; i++)
+            if (kept == 0 || t->read_set.items[kept - 1] != t->read_set.items[i])
+                t->read_set.items[kept++] = t->read_set.items[i];
+        t->read_set.count = kept;
+        t->read_set_compact_at = kept * 2 > 4096 ? kept * 2 : 4096;
+    } else if (t->read_set_compact_at == 0) {
+        t->read_set_compact_at = 4096;
+    }
     if (!stm_vec_push(&t->read_set, (uintptr_t)obj))
         stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, obj);
 }

@@ -118,6 +118,7 @@ typedef struct stm_thread {
     intptr_t inevitable_time;        /* time value we made odd, while inevitable */
     intptr_t carry_snapshot;         /* cache and read set valid at this time, or -1 */
     stm_vec read_set;                /* public copies and own protected copies read */
+    size_t read_set_compact_at;      /* deduplicate when it reaches this size */
     stm_vec cache_fills;             /* keys inserted into the read cache */
     stm_vec cache_aliases;           /* those inserted with value != key */
     uint64_t stolen_from_me;         /* bumped by thieves (under our lock) */
@@ -195,6 +196,7 @@ static inline void stm_stat(stm_thread *t, int which, uint64_t n)
 /* Resolves any pointer to the copy this transaction must use. */
 STM_HIDDEN void *stm_resolve(stm_thread *t, const void *obj);
 STM_HIDDEN void stm_cache_insert(stm_thread *t, const void *key, void *value);
+STM_HIDDEN stm__cache_entry *stm_cache_find(stm_thread *t, const void *key);
 STM_HIDDEN void stm_cache_clear(stm_thread *t);
 /* After `pub` got the private copy `priv`: redirect cached resolutions. */
 STM_HIDDEN void stm_cache_redirect(stm_thread *t, const void *pub, void *priv);
