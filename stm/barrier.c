@@ -250,6 +250,14 @@ static void record_read(stm_thread *t, const void *obj)
         stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, obj);
 }
 
+/* A cached key resolves to itself only if it was recorded (C1): skip the
+ * duplicate that a write, or a read through another alias, would add. */
+static void record_read_once(stm_thread *t, const void *obj)
+{
+    if (!stm_cache_find(t, obj))
+        record_read(t, obj);
+}
+
 /* Our private copy of the public `pub`, if we wrote it in this
  * transaction (including copies reported by thieves). */
 static void *private_copy_of(stm_thread *t, const stm_header *pub)
@@ -303,7 +311,7 @@ void *stm_resolve(stm_thread *t, const void *start)
              * memory (a global root holding a non-published object). */
             unsigned owner = gc_owner_of(obj);
             if (owner == t->index) {
-                record_read(t, obj);
+                record_read_once(t, obj);
                 return (void *)obj;
             }
             if (owner == 0)
@@ -325,7 +333,7 @@ void *stm_resolve(stm_thread *t, const void *start)
                 stm_extend_snapshot(t, obj);
                 continue;
             }
-            record_read(t, obj);
+            record_read_once(t, obj);
             return (void *)obj;
         }
         if (REV_IS_LOCK(rev)) {
@@ -433,8 +441,9 @@ STM_API void *stm__write_slow(void *obj)
             stm_unlock(t);
             stm_stat(t, STAT_backups_made, 1);
             remember(t, cur);
+            stm_cache_insert(t, obj, cur);
             if (cur != obj)
-                stm_cache_insert(t, obj, cur);
+                stm_cache_insert(t, cur, cur);
             return cur;
         }
         /* A public copy: copy on write.  The copy goes into the nursery if
