@@ -224,19 +224,13 @@ static STM_COLD void not_in_tx(const char *what)
     stm_fatal("%s called outside a transaction", what);
 }
 
-static int cmp_addr(const void *a, const void *b)
-{
-    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Objects evicted from the read cache and read again are recorded again:
  * once the read set doubles, duplicates are removed (sort + unique), so
  * its size stays proportional to the objects read, amortised O(log n). */
 static void record_read(stm_thread *t, const void *obj)
 {
     if (t->read_set.count >= t->read_set_compact_at && t->read_set.count > 1) {
-        qsort(t->read_set.items, t->read_set.count, sizeof(uintptr_t), cmp_addr);
+        stm_sort_words(t->read_set.items, t->read_set.count);
         size_t kept = 0;
         for (size_t i = 0; i < t->read_set.count; i++)
             if (kept == 0 || t->read_set.items[kept - 1] != t->read_set.items[i])

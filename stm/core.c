@@ -158,11 +158,12 @@ stm_thread *stm_thread_by_index(unsigned index)
     return stm_load_acquire(&stm_g.threads[index]);
 }
 
-static void thread_reset_tls(stm_thread *t)
+/* Outside a transaction no object matches the PRN and allocation always
+ * reaches the slow path, which reports the misuse. */
+static void tls_outside_tx(void)
 {
     stm__tl.prn = 0;
-    stm__tl.nursery_end = stm__tl.nursery_cur;  /* allocation outside tx -> slow path */
-    (void)t;
+    stm__tl.nursery_end = stm__tl.nursery_cur;
 }
 
 STM_API int stm_thread_attach(void)
@@ -222,7 +223,7 @@ STM_API int stm_thread_attach(void)
     t->work_limit = (uint64_t)stm_g.cfg.nursery_size * 4;
     t->rng = 0x9e3779b9u * idx;
     t->stats_alloc_mark = stm__tl.nursery_cur;
-    thread_reset_tls(t);
+    tls_outside_tx();
     stm_me = t;
     return STM_OK;
 }
@@ -396,6 +397,14 @@ intptr_t stm_current_stamp(void)
 /* Transactions                                                            */
 /* ---------------------------------------------------------------------- */
 
+/* The transaction's size, for stm_should_break and its adaptive limit:
+ * bytes allocated plus a weight per slow-path read. */
+static uint64_t tx_work(const stm_thread *t)
+{
+    return t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
+           64 * t->tx_slow_reads;
+}
+
 static void next_prn(stm_thread *t)
 {
     /* Relaxed: thieves read it (under our lock, or not) only to diagnose
@@ -429,8 +438,7 @@ static void end_tx(stm_thread *t)
     stm_account_allocation(t);
     stm_store_relaxed(&t->state, TX_NONE);
     t->explicit_inevitable = false;
-    stm__tl.prn = 0;
-    stm__tl.nursery_end = stm__tl.nursery_cur;
+    tls_outside_tx();
 }
 
 static void release_inevitable(stm_thread *t, intptr_t new_time)
@@ -506,12 +514,6 @@ STM_API int stm_is_inevitable(void)
 
 /* ---- commit ------------------------------------------------------------ */
 
-static int cmp_uintptr(const void *a, const void *b)
-{
-    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Drops the backups of objects written in place: they are committed. */
 static void finish_pfp(stm_thread *t)
 {
@@ -545,7 +547,7 @@ static bool lock_written(stm_thread *t, const void **bad)
     uintptr_t *keys = t->write_locks.items + n;   /* scratch in the upper half */
     size_t k = 0;
     STM_MAP_FOREACH(&t->p2p, e) keys[k++] = e->key;
-    qsort(keys, n, sizeof *keys, cmp_uintptr);
+    stm_sort_words(keys, n);
     /* Spread the sorted keys to the even slots, front to back: slot 2i is
      * below n+i, so no key is overwritten before it is read. */
     for (size_t i = 0; i < n; i++)
@@ -714,8 +716,7 @@ done:
     STM_TEST_POINT(STM_POINT_COMMIT_DONE);
     {
         /* Adaptive length: a commit that reached the limit may grow it. */
-        uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
-                        64 * t->tx_slow_reads;
+        uint64_t work = tx_work(t);
         if (t->attempt == 0 && work >= t->work_limit && t->work_limit < ((uint64_t)1 << 40))
             t->work_limit *= 2;
     }
@@ -740,17 +741,6 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
     STM_TEST_POINT(STM_POINT_ABORT);
     stm_lock(t);
     stm_drain_stolen(t);
-    /* Objects whose committed state a thief published while we modified
-     * them: remember them before the backups erase the F_PFP mark. */
-    stm_vec_clear(&t->write_locks);
-    STM_MAP_FOREACH(&t->p2p, e) {
-        if (((stm_header *)e->value)->flags & F_PFP) {
-            if (!stm_vec_reserve(&t->write_locks, 2))
-                stm_fatal("out of memory while aborting a transaction");
-            stm_vec_push_reserved(&t->write_locks, e->value);
-            stm_vec_push_reserved(&t->write_locks, e->key);
-        }
-    }
     /* The remembered set loses the aborted attempt's own old objects
      * (fresh large objects, old private copies): garbage now, they would
      * keep what they point to alive.  Copies written in place stay: once
@@ -764,7 +754,9 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
         t->old_to_trace.items[kept++] = (uintptr_t)o;
     }
     t->old_to_trace.count = kept;
-    /* Undo in-place writes from the backups. */
+    /* Undo in-place writes from the backups.  A backup whose state a thief
+     * published carries F_MOVED and a pointer to that public copy (steal.c),
+     * so copying it back also turns the object into that forwarder. */
     for (size_t i = 0; i < t->pfp.count; i++) {
         stm_header *o = (stm_header *)t->pfp.items[i];
         stm_header *backup = (stm_header *)o->ident;
@@ -777,15 +769,6 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
         }
         gc_old_free(t, backup, size);
     }
-    /* The stolen ones now forward to the public copy of their committed
-     * state (same content, F_MOVED). */
-    for (size_t i = 0; i < t->write_locks.count; i += 2) {
-        stm_header *mine = (stm_header *)t->write_locks.items[i];
-        mine->flags |= F_MOVED;
-        /* Release: pairs with the acquire loads in stm_resolve. */
-        stm_store_release(&mine->revision, (intptr_t)t->write_locks.items[i + 1]);
-    }
-    stm_vec_clear(&t->write_locks);
     stm_vec_clear(&t->pfp);
     stm_map_clear(&t->p2p);
     next_prn(t);
@@ -805,8 +788,7 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
     t->last_abort.object_tid = obj ? ((const stm_header *)obj)->tid : 0;
     t->last_abort.attempt = t->attempt + 1;
 
-    uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
-                    64 * t->tx_slow_reads;
+    uint64_t work = tx_work(t);
     uint64_t shrunk = work - work / 16;
     t->work_limit = shrunk < 65536 ? 65536 : shrunk;
     end_tx(t);
@@ -957,7 +939,5 @@ STM_API int stm_should_break(void)
     stm_thread *t = stm_me;
     if (!t || t->state == TX_NONE || t->atomic > 0)
         return 0;
-    uint64_t work = t->tx_alloc_done + (uint64_t)(stm__tl.nursery_cur - t->tx_alloc_mark) +
-                    64 * t->tx_slow_reads;
-    return work >= t->work_limit;
+    return tx_work(t) >= t->work_limit;
 }

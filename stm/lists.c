@@ -36,3 +36,15 @@ bool stm_map_grow_(stm_map *m)
     free(old);
     return true;
 }
+
+static int cmp_words(const void *a, const void *b)
+{
+    uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void stm_sort_words(uintptr_t *items, size_t n)
+{
+    if (n > 1)
+        qsort(items, n, sizeof *items, cmp_words);
+}

@@ -20,6 +20,8 @@ typedef struct stm_vec {
 } stm_vec;
 
 bool stm_vec_grow_(stm_vec *v, size_t need) __attribute__((visibility("hidden")));
+/* Sorts words (addresses) in increasing order. */
+void stm_sort_words(uintptr_t *items, size_t n) __attribute__((visibility("hidden")));
 
 static inline bool stm_vec_push(stm_vec *v, uintptr_t x)
 {
