@@ -15,11 +15,19 @@
 
 #include "gc/pages.h"
 
+typedef struct weakref {
+    stm_header hdr;
+    void *target;
+} weakref;
+
 size_t gc_object_size(const void *obj)
 {
     const stm_header *h = obj;
-    if (stm_load_relaxed(&h->flags) & F_STUB)
+    uint32_t f = stm_load_relaxed(&h->flags);
+    if (f & F_STUB)
         return sizeof(stm_stub);
+    if (f & F_WEAKREF)
+        return sizeof(weakref);
     return stm_g.cfg.object_size(obj);
 }
 
@@ -28,7 +36,7 @@ bool gc_thread_init(stm_thread *t)
     if (t->nursery_base)
         return true;    /* a reused descriptor keeps its nursery */
     size_t size = stm_g.cfg.nursery_size;
-    char *base = gc_map_chunks(size, t->index);
+    char *base = gc_map_chunks(size, t->index, true);
     if (!base)
         return false;
     t->nursery_base = base;
@@ -49,6 +57,16 @@ typedef struct minor_ctx {
     uint64_t promoted;
 } minor_ctx;
 
+/* The reserved old address (stm_id) of young object h, if any. */
+static stm_header *shadow_of(const stm_header *h)
+{
+    uintptr_t id = h->ident;
+    if (h->flags & F_PFP)
+        id = ((const stm_header *)id)->ident;
+    stm_header *s = (stm_header *)id;
+    return s && (s->flags & F_SHADOW) ? s : NULL;
+}
+
 /* Returns the address `p` (a young object) lives at after the collection. */
 static void *evacuate(minor_ctx *cx, void *p)
 {
@@ -56,11 +74,23 @@ static void *evacuate(minor_ctx *cx, void *p)
     if (h->flags & F_MOVED)
         return (void *)h->revision;   /* copied already, or stolen */
     size_t size = gc_object_size(p);
-    void *n = gc_old_alloc(cx->t, size);
+    stm_header *shadow = shadow_of(h);
+    void *n = shadow ? (void *)shadow : gc_old_alloc(cx->t, size);
     if (!n)   /* cannot happen: gc_old_reserve ran first */
         stm_fatal("out of memory while promoting %zu bytes in a minor collection", size);
     memcpy(n, p, size);
+    if (shadow) {
+        /* Its identity was promised this address: it is the original. */
+        if (h->flags & F_PFP)
+            ((stm_header *)h->ident)->ident = 0;
+        else
+            ((stm_header *)n)->ident = 0;
+    }
     ((stm_header *)n)->flags |= F_WRITE_BARRIER;
+    if (h->flags & F_WEAKREF)
+        stm_vec_push_reserved(&cx->t->minor_weakrefs, (uintptr_t)n);
+    if (h->revision == cx->t->prn && cx->t->state != TX_NONE)
+        stm_vec_push_reserved(&cx->t->tx_old_private, (uintptr_t)n);
     /* No other thread reads these words: the owner's collection lock is
      * held, and thieves only look at our objects under it. */
     h->flags |= F_MOVED;
@@ -80,8 +110,7 @@ static void visit_slot(void **slot, void *ctx)
 
 static void trace_object(minor_ctx *cx, void *obj)
 {
-    if (!(((stm_header *)obj)->flags & F_STUB))
-        stm_g.cfg.trace(obj, visit_slot, cx);
+    gc_trace_fields(obj, visit_slot, cx);
 }
 
 /* Where a young pointer held outside the heap ends up: NULL if it died. */
@@ -93,16 +122,32 @@ static void *survivor(stm_thread *t, void *p)
     return (h->flags & F_MOVED) ? (void *)h->revision : NULL;
 }
 
+static bool minor_collect(stm_thread *t);
+
 bool gc_minor_collect(stm_thread *t)
+{
+    uint64_t t0 = gc_now_ns();
+    bool ok = minor_collect(t);
+    if (ok)
+        gc_histogram_add(&t->minor_pauses, gc_now_ns() - t0);
+    return ok;
+}
+
+static bool minor_collect(stm_thread *t)
 {
     stm_vec *work = &t->gc_work;   /* kept between collections */
     minor_ctx cx = { .t = t, .work = work, .promoted = 0 };
     stm_vec_clear(work);
+    stm_vec_clear(&t->minor_weakrefs);
     /* Everything that can fail is done before anything moves: the scan
      * queue holds at most one entry per survivor (objects are at least 32
      * bytes), and old space gets room for every byte in the nursery. */
     size_t used = (size_t)(t->tl->nursery_cur - t->nursery_base);
-    if (!stm_vec_reserve(work, used / 32 + 1) || !gc_old_reserve(t, used))
+    size_t survivors = used / 32 + 1;
+    if (!stm_vec_reserve(work, survivors) || !stm_vec_reserve(&t->minor_weakrefs, survivors) ||
+        !stm_vec_reserve(&t->tx_old_private, survivors + t->old_to_trace.count) ||
+        !stm_vec_reserve(&t->old_finalizable, t->young_finalizable.count) ||
+        !gc_old_reserve(t, used))
         return false;
     stm_lock(t);
     stm_drain_stolen(t);
@@ -115,6 +160,10 @@ bool gc_minor_collect(stm_thread *t)
         stm_header *o = (stm_header *)t->old_to_trace.items[i];
         trace_object(&cx, o);
         o->flags |= F_WRITE_BARRIER;   /* the next write records it again */
+        /* Old objects this transaction created or copied stay known to
+         * the major collector (it may run while C locals hold them). */
+        if (o->revision == t->prn && t->state != TX_NONE && !(o->flags & F_PFP))
+            stm_vec_push_reserved(&t->tx_old_private, (uintptr_t)o);
     }
     stm_vec_clear(&t->old_to_trace);
     /* 3. Our private copies of public objects. */
@@ -150,6 +199,49 @@ bool gc_minor_collect(stm_thread *t)
         void *o = (void *)work->items[--work->count];
         trace_object(&cx, o);
     }
+
+    /* Weak references promoted now: their young targets moved or died. */
+    for (size_t i = 0; i < t->minor_weakrefs.count; i++) {
+        weakref *w = (weakref *)t->minor_weakrefs.items[i];
+        if (w->target && stm_is_young(t, w->target)) {
+            w->target = survivor(t, w->target);
+            if (!w->target)
+                stm_stat(t, STAT_weakrefs_cleared, 1);
+        }
+    }
+    /* Reserved addresses whose young object did not move into them: a
+     * thief copied the object (the address stays as its original, now a
+     * forwarder), or it died (the address is freed). */
+    for (size_t i = 0; i < t->young_shadows.count; i += 2) {
+        stm_header *y = (stm_header *)t->young_shadows.items[i];
+        stm_header *sh = (stm_header *)t->young_shadows.items[i + 1];
+        if (!(sh->flags & F_SHADOW))
+            continue;
+        if (y->flags & F_MOVED) {
+            sh->tid = y->tid;
+            sh->revision = y->revision;
+            sh->flags = F_MOVED;
+        } else {
+            gc_old_free(t, sh, gc_object_size(y));
+        }
+    }
+    stm_vec_clear(&t->young_shadows);
+    /* Objects with finalizers: survivors are tracked by their original,
+     * the dead are finalized now (their memory is intact until zeroed). */
+    for (size_t i = 0; i < t->young_finalizable.count; i++) {
+        stm_header *y = (stm_header *)t->young_finalizable.items[i];
+        if (y->flags & F_MOVED) {
+            stm_header *n = (stm_header *)y->revision;
+            uintptr_t orig = gc_original_of(n);
+            stm_vec_push_reserved(&t->old_finalizable, orig ? orig : (uintptr_t)n);
+            continue;
+        }
+        stm_finalizer_fn *fn = gc_finalizer_for(y->tid);
+        if (fn)
+            fn(y);
+        stm_stat(t, STAT_finalizers_run, 1);
+    }
+    stm_vec_clear(&t->young_finalizable);
 
     /* Weak-ish references: the read set and the read cache only matter for
      * objects that survived. */
@@ -221,9 +313,18 @@ void *stm__allocate_slow(size_t size, uint32_t tid)
     }
     size_t rounded = stm_round_size(size);
     stm_header *h;
+    /* A safe point where C locals are dead (the contract of allocation). */
+    gc_safe_point(t, GC_STOPPED_FREE);
     if (rounded > stm_g.large_threshold) {
+        gc_maybe_major(t);
         h = gc_old_alloc(t, rounded);
         if (!h) {
+            /* Out of memory or over the heap limit: collect and retry once. */
+            gc_major_collect(t, GC_STOPPED_FREE);
+            h = gc_old_alloc(t, rounded);
+        }
+        if (!h) {
+            gc_out_of_memory(rounded);
             if (t->state == TX_INEVITABLE)
                 return NULL;
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
@@ -236,7 +337,15 @@ void *stm__allocate_slow(size_t size, uint32_t tid)
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
     } else {
-        if (!gc_minor_collect(t)) {
+        bool ok = gc_minor_collect(t);
+        if (!ok) {
+            gc_major_collect(t, GC_STOPPED_FREE);
+            ok = gc_minor_collect(t);
+        } else {
+            gc_maybe_major(t);
+        }
+        if (!ok) {
+            gc_out_of_memory(stm_round_size(size));
             if (t->state == TX_INEVITABLE)
                 return NULL;
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);

@@ -1,19 +1,26 @@
 /* pages.c -- the old generation's allocator: per-thread size-class pages
  * carved out of 1 MiB chunks, plus chunk-aligned large objects.  Also the
  * global chunk table that tells, for any address, which thread owns the
- * memory: the read barrier's slow path uses it to tell its own protected
- * copies from another thread's (which must be stolen). */
+ * memory (the read barrier's slow path uses it to tell its own protected
+ * copies from another thread's) and whether it is a nursery.
+ *
+ * Every block handed out is recorded (pages[] and large), so that the
+ * major collection can sweep: a block is free if it carries F_FREE,
+ * allocated otherwise; the part of a class's current page above its bump
+ * pointer has never been handed out. */
 #include <string.h>
 
 #include "gc/pages.h"
 
-/* Two-level table over 48-bit addresses: 2^28 chunks. */
+/* Two-level table over 48-bit addresses: 2^28 chunks.  An entry is the
+ * owner's index, plus CHUNK_NURSERY for nursery chunks. */
 #define TOP_BITS 14
 #define LEAF_BITS (48 - GC_CHUNK_SHIFT - TOP_BITS)
+#define CHUNK_NURSERY 0x8000u
 static uint16_t *chunk_table[1u << TOP_BITS];
 static pthread_mutex_t chunk_table_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-static bool chunk_table_set(uintptr_t addr, size_t size, unsigned owner)
+static bool chunk_table_set(uintptr_t addr, size_t size, unsigned entry)
 {
     pthread_mutex_lock(&chunk_table_mutex);
     for (uintptr_t a = addr; a < addr + size; a += GC_CHUNK) {
@@ -26,17 +33,17 @@ static bool chunk_table_set(uintptr_t addr, size_t size, unsigned owner)
                 pthread_mutex_unlock(&chunk_table_mutex);
                 return false;
             }
-            /* Pairs with the acquire load in gc_owner_of: the zeroed leaf
+            /* Pairs with the acquire load in chunk_entry: the zeroed leaf
              * is visible before its pointer. */
             stm_store_release(&chunk_table[top], leaf);
         }
-        stm_store_relaxed(&leaf[idx & ((1u << LEAF_BITS) - 1)], (uint16_t)owner);
+        stm_store_relaxed(&leaf[idx & ((1u << LEAF_BITS) - 1)], (uint16_t)entry);
     }
     pthread_mutex_unlock(&chunk_table_mutex);
     return true;
 }
 
-unsigned gc_owner_of(const void *p)
+static unsigned chunk_entry(const void *p)
 {
     uintptr_t idx = (uintptr_t)p >> GC_CHUNK_SHIFT;
     uintptr_t top = (idx >> LEAF_BITS) & ((1u << TOP_BITS) - 1);
@@ -47,21 +54,73 @@ unsigned gc_owner_of(const void *p)
     return stm_load_relaxed(&leaf[idx & ((1u << LEAF_BITS) - 1)]);
 }
 
-void *gc_map_chunks(size_t size, unsigned owner)
+unsigned gc_owner_of(const void *p)
+{
+    return chunk_entry(p) & ~CHUNK_NURSERY;
+}
+
+bool gc_is_any_nursery(const void *p)
+{
+    return (chunk_entry(p) & CHUNK_NURSERY) != 0;
+}
+
+/* ---- mapping and the heap limit ------------------------------------- */
+
+static bool heap_charge(size_t bytes)
+{
+    size_t limit = stm_g.cfg.heap_limit;
+    size_t cur = stm_load_relaxed(&stm_g.heap_mapped);
+    for (;;) {
+        size_t next;
+        if (__builtin_add_overflow(cur, bytes, &next) || (limit && next > limit))
+            return false;
+        /* Relaxed: a counter; the limit needs atomicity, not ordering. */
+        if (__atomic_compare_exchange_n(&stm_g.heap_mapped, &cur, next, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            break;
+    }
+    size_t peak = stm_load_relaxed(&stm_g.heap_peak);
+    while (peak < cur + bytes &&
+           !__atomic_compare_exchange_n(&stm_g.heap_peak, &peak, cur + bytes, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return true;
+}
+
+static void heap_uncharge(size_t bytes)
+{
+    __atomic_fetch_sub(&stm_g.heap_mapped, bytes, __ATOMIC_RELAXED);
+}
+
+void *gc_map_chunks(size_t size, unsigned owner, bool nursery)
 {
     size_t rounded;
     if (__builtin_add_overflow(size, GC_CHUNK - 1, &rounded))
         return NULL;
     rounded &= ~(GC_CHUNK - 1);
-    void *p = stm_sys_map(rounded, GC_CHUNK);
-    if (!p)
+    if (!heap_charge(rounded))
         return NULL;
-    if (!chunk_table_set((uintptr_t)p, rounded, owner)) {
+    void *p = stm_sys_map(rounded, GC_CHUNK);
+    if (!p) {
+        heap_uncharge(rounded);
+        return NULL;
+    }
+    if (!chunk_table_set((uintptr_t)p, rounded, owner | (nursery ? CHUNK_NURSERY : 0))) {
         stm_sys_unmap(p, rounded);
+        heap_uncharge(rounded);
         return NULL;
     }
     return p;
 }
+
+static void unmap_chunks(void *p, size_t rounded)
+{
+    chunk_table_set((uintptr_t)p, rounded, 0);   /* clears: cannot fail */
+    stm_sys_unmap(p, rounded);
+    heap_uncharge(rounded);
+}
+
+/* ---- size classes ----------------------------------------------------- */
 
 static int size_class(size_t size, size_t *class_size)
 {
@@ -75,80 +134,347 @@ static int size_class(size_t size, size_t *class_size)
     return GC_SMALL_CLASSES + (int)(s / 1024) - 2;
 }
 
-/* Objects above this size get chunks of their own. */
-#define GC_LARGE ((size_t)32 << 10)
+static size_t class_size_of(int c)
+{
+    return c < GC_SMALL_CLASSES ? (size_t)(c + 1) * 16 : (size_t)(c - GC_SMALL_CLASSES + 2) * 1024;
+}
+
+/* A fresh page for class c: an emptied one from the pool, else carved
+ * from the current chunk region (mapping a new chunk if needed). */
+static char *new_page(stm_thread *t, int c)
+{
+    gc_oldspace *o = &t->old;
+    if (o->free_pages.count) {
+        size_t i = o->free_pages.items[--o->free_pages.count];
+        o->pages[i].cls = c;
+        memset(o->pages[i].start, 0, GC_PAGE);   /* allocation hands out zeroed blocks */
+        return o->pages[i].start;
+    }
+    if (o->npages == o->pages_cap) {
+        size_t cap = o->pages_cap ? o->pages_cap * 2 : 64;
+        gc_page *np = cap > SIZE_MAX / sizeof *np ? NULL
+                                                 : stm_sys_realloc(o->pages, cap * sizeof *np);
+        if (!np)
+            return NULL;
+        o->pages = np;
+        o->pages_cap = cap;
+    }
+    /* The pool may have to take every page back: room for its index. */
+    if (!stm_vec_reserve(&o->free_pages, o->npages + 1 - o->free_pages.count))
+        return NULL;
+    if ((size_t)(o->chunk_end - o->chunk_cur) < GC_PAGE) {
+        char *chunk = gc_map_chunks(GC_CHUNK, t->index, false);
+        if (!chunk)
+            return NULL;
+        o->bytes_mapped += GC_CHUNK;
+        o->chunk_cur = chunk;
+        o->chunk_end = chunk + GC_CHUNK;
+    }
+    char *page = o->chunk_cur;
+    o->chunk_cur += GC_PAGE;
+    o->pages[o->npages].start = page;
+    o->pages[o->npages].cls = c;
+    o->npages++;
+    return page;   /* never used: still zero */
+}
 
 void *gc_old_alloc(stm_thread *t, size_t size)
 {
+    gc_oldspace *o = &t->old;
     if (size > GC_LARGE) {
-        char *p = gc_map_chunks(size, t->index);
-        if (p)
-            t->old.bytes_mapped += (size + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
+        size_t rounded = (size + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
+        if (size > rounded || !stm_vec_reserve(&o->large, 2))
+            return NULL;
+        char *p = gc_map_chunks(size, t->index, false);
+        if (!p)
+            return NULL;
+        stm_vec_push_reserved(&o->large, (uintptr_t)p);
+        stm_vec_push_reserved(&o->large, rounded);
+        o->bytes_mapped += rounded;
+        stm_counter_add(&o->bytes_in_use, rounded);
         return p;       /* fresh mappings are zero */
     }
     size_t csize;
     int c = size_class(size, &csize);
-    gc_class_state *cs = &t->old.cls[c];
+    gc_class_state *cs = &o->cls[c];
+    void *p;
     if (cs->free_list) {
-        void *p = cs->free_list;
-        cs->free_list = *(void **)p;
+        p = cs->free_list;
+        cs->free_list = (void *)((stm_header *)p)->revision;
+        cs->nfree--;
         memset(p, 0, csize);
-        return p;
-    }
-    if ((size_t)(cs->end - cs->bump) < csize) {
-        size_t page = c < GC_SMALL_CLASSES ? GC_PAGE_SMALL : GC_PAGE_MEDIUM;
-        if ((size_t)(t->old.chunk_end - t->old.chunk_cur) < page) {
-            char *chunk = gc_map_chunks(GC_CHUNK, t->index);
-            if (!chunk)
+    } else {
+        if ((size_t)(cs->end - cs->bump) < csize) {
+            char *page = new_page(t, c);
+            if (!page)
                 return NULL;
-            t->old.bytes_mapped += GC_CHUNK;
-            t->old.chunk_cur = chunk;
-            t->old.chunk_end = chunk + GC_CHUNK;
+            cs->bump = page;
+            cs->end = page + GC_PAGE;
         }
-        cs->bump = t->old.chunk_cur;
-        cs->end = cs->bump + page;
-        t->old.chunk_cur += page;
+        p = cs->bump;
+        cs->bump += csize;
     }
-    void *p = cs->bump;
-    cs->bump += csize;
-    return p;           /* never used before: still zero */
+    stm_counter_add(&o->bytes_in_use, csize);
+    return p;
+}
+
+/* Pages the survivors of t's nursery could need at most, from the
+ * actual mix of size classes there and the room each class already has
+ * (free blocks, the rest of its current page). */
+static size_t pages_for_nursery(stm_thread *t)
+{
+    size_t bytes[GC_CLASSES];
+    memset(bytes, 0, sizeof bytes);
+    for (char *p = t->nursery_base; p < t->tl->nursery_cur;) {
+        size_t size = stm_round_size(gc_object_size(p));
+        size_t csize;
+        bytes[size_class(size, &csize)] += csize;
+        p += size;
+    }
+    size_t pages = 0;
+    for (int c = 0; c < GC_CLASSES; c++) {
+        if (!bytes[c])
+            continue;
+        size_t csize = class_size_of(c);
+        gc_class_state *cs = &t->old.cls[c];
+        size_t blocks = bytes[c] / csize;
+        size_t room = cs->nfree + (size_t)(cs->end - cs->bump) / csize;
+        if (blocks <= room)
+            continue;
+        size_t per_page = GC_PAGE / csize;
+        pages += (blocks - room + per_page - 1) / per_page;
+    }
+    return pages;
 }
 
 bool gc_old_reserve(stm_thread *t, size_t bytes)
 {
     /* Worst case: every byte lands in fresh pages, plus one partly used
-     * page per size class. */
+     * page per size class.  Pages in the pool count as room. */
+    gc_oldspace *o = &t->old;
     size_t need;
-    if (__builtin_add_overflow(bytes, (size_t)GC_CLASSES * GC_PAGE_MEDIUM, &need))
+    size_t slack = bytes / 32 + 1 < GC_CLASSES ? bytes / 32 + 1 : GC_CLASSES;
+    if (__builtin_add_overflow(bytes, slack * GC_PAGE, &need))
         return false;
-    if ((size_t)(t->old.chunk_end - t->old.chunk_cur) >= need)
+    size_t tail_pages = (size_t)(o->chunk_end - o->chunk_cur) / GC_PAGE;
+    size_t have = tail_pages * GC_PAGE + o->free_pages.count * GC_PAGE;
+    /* Page records for all of it (and for the tail of the current region,
+     * which a new region retires to the pool), so that new_page cannot
+     * fail either. */
+    size_t pages_needed = need / GC_PAGE + 1 + tail_pages;
+    if (o->npages + pages_needed > o->pages_cap) {
+        size_t cap = o->npages + pages_needed + 64;
+        gc_page *np = cap > SIZE_MAX / sizeof *np ? NULL
+                                                 : stm_sys_realloc(o->pages, cap * sizeof *np);
+        if (!np)
+            return false;
+        o->pages = np;
+        o->pages_cap = cap;
+    }
+    if (!stm_vec_reserve(&o->free_pages, o->npages + pages_needed - o->free_pages.count))
+        return false;
+    if (have >= need)
         return true;
-    size_t rounded = (need + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
-    char *region = gc_map_chunks(rounded, t->index);
+    /* The quick bound failed: count what this nursery really needs (one
+     * walk over it), which matters when memory is tight. */
+    if (t->tl && bytes == (size_t)(t->tl->nursery_cur - t->nursery_base)) {
+        need = pages_for_nursery(t) * GC_PAGE;
+        if (have >= need)
+            return true;
+    }
+    size_t missing = need - o->free_pages.count * GC_PAGE;
+    size_t rounded = (missing + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
+    char *region = gc_map_chunks(rounded, t->index, false);
     if (!region)
         return false;
-    /* The rest of the previous region is abandoned (at most one region's
-     * tail per reservation that did not fit). */
-    t->old.bytes_mapped += rounded;
-    t->old.chunk_cur = region;
-    t->old.chunk_end = region + rounded;
+    /* The rest of the previous region is given to the pool page by page,
+     * so nothing is abandoned. */
+    while ((size_t)(o->chunk_end - o->chunk_cur) >= GC_PAGE) {
+        o->pages[o->npages].start = o->chunk_cur;
+        o->pages[o->npages].cls = -1;
+        stm_vec_push_reserved(&o->free_pages, o->npages);
+        o->npages++;
+        o->chunk_cur += GC_PAGE;
+    }
+    o->bytes_mapped += rounded;
+    o->chunk_cur = region;
+    o->chunk_end = region + rounded;
     return true;
+}
+
+static void free_block(stm_thread *t, void *p, int c, size_t csize)
+{
+#if STM_DEBUG > 0
+    memset(p, 0xdd, csize);   /* stale readers see garbage, not old data */
+#else
+    (void)csize;
+#endif
+    stm_header *h = p;
+    h->tid = 0;
+    h->flags = F_FREE;
+    h->revision = (intptr_t)t->old.cls[c].free_list;
+    h->ident = 0;
+    t->old.cls[c].free_list = p;
+    t->old.cls[c].nfree++;
 }
 
 void gc_old_free(stm_thread *t, void *p, size_t size)
 {
+    gc_oldspace *o = &t->old;
     if (size > GC_LARGE) {
-        size_t rounded = (size + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
-        chunk_table_set((uintptr_t)p, rounded, 0);
-        stm_sys_unmap(p, rounded);
-        t->old.bytes_mapped -= rounded;
-        return;
+        /* Recent large objects are at the end. */
+        for (size_t i = o->large.count; i >= 2; i -= 2) {
+            if (o->large.items[i - 2] == (uintptr_t)p) {
+                size_t rounded = o->large.items[i - 1];
+                o->large.items[i - 2] = o->large.items[o->large.count - 2];
+                o->large.items[i - 1] = o->large.items[o->large.count - 1];
+                o->large.count -= 2;
+                o->bytes_mapped -= rounded;
+                stm_counter_add(&o->bytes_in_use, -(uint64_t)rounded);
+                unmap_chunks(p, rounded);
+                return;
+            }
+        }
+        stm_fatal("gc_old_free: %p is not a large object of thread %u", p, t->index);
     }
     size_t csize;
     int c = size_class(size, &csize);
+    stm_counter_add(&o->bytes_in_use, -(uint64_t)csize);
+    free_block(t, p, c, csize);
+}
+
+void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
+{
+    gc_oldspace *o = &t->old;
+    for (int c = 0; c < GC_CLASSES; c++) {
+        o->cls[c].free_list = NULL;
+        o->cls[c].nfree = 0;
+    }
+    uint64_t in_use = 0;
+    for (size_t i = 0; i < o->npages; i++) {
+        gc_page *pg = &o->pages[i];
+        if (pg->cls < 0)
+            continue;
+        size_t csize = class_size_of(pg->cls);
+        gc_class_state *cs = &o->cls[pg->cls];
+        char *end = pg->start + (GC_PAGE / csize) * csize;
+        bool current = cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE;
+        if (current)
+            end = cs->bump;
+        void *page_free = NULL;      /* this page's free blocks, in order */
+        void **tail = &page_free;
+        size_t live = 0, nfree = 0;
+        for (char *b = pg->start; b < end; b += csize) {
+            stm_header *h = (stm_header *)b;
+            uint32_t f = h->flags;
+            if (!(f & F_FREE)) {
+                if (f & F_MARK) {
+                    h->flags = f & ~F_GC_BITS;
+                    live++;
+                    continue;
+                }
+                r->objects_freed++;
+                r->bytes_freed += csize;
 #if STM_DEBUG > 0
-    memset(p, 0xdd, csize);
+                memset(b, 0xdd, csize);
 #endif
-    *(void **)p = t->old.cls[c].free_list;
-    t->old.cls[c].free_list = p;
+                h->tid = 0;
+                h->flags = F_FREE;
+                h->ident = 0;
+            }
+            h->revision = 0;
+            *tail = b;
+            tail = (void **)&h->revision;
+            nfree++;
+        }
+        if (live == 0 && !current) {
+            /* Empty: back to the pool, for any class. */
+            pg->cls = -1;
+            stm_vec_push_reserved(&o->free_pages, i);   /* reserved in new_page */
+            continue;
+        }
+        in_use += live * csize;
+        r->bytes_live += live * csize;
+        *tail = cs->free_list;
+        cs->free_list = page_free;
+        cs->nfree += nfree;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < o->large.count; i += 2) {
+        stm_header *h = (stm_header *)o->large.items[i];
+        size_t rounded = o->large.items[i + 1];
+        if (h->flags & F_MARK) {
+            h->flags &= ~F_GC_BITS;
+            o->large.items[kept++] = (uintptr_t)h;
+            o->large.items[kept++] = rounded;
+            in_use += rounded;
+            r->bytes_live += rounded;
+            continue;
+        }
+        r->objects_freed++;
+        r->bytes_freed += rounded;
+        o->bytes_mapped -= rounded;
+        unmap_chunks(h, rounded);
+    }
+    o->large.count = kept;
+    stm_store_relaxed(&o->bytes_in_use, in_use);
+}
+
+void gc_verify_oldspace(stm_thread *t, void (*check)(const stm_header *))
+{
+    gc_oldspace *o = &t->old;
+    for (size_t i = 0; i < o->npages; i++) {
+        gc_page *pg = &o->pages[i];
+        if (pg->cls < 0)
+            continue;
+        size_t csize = class_size_of(pg->cls);
+        gc_class_state *cs = &o->cls[pg->cls];
+        char *end = pg->start + (GC_PAGE / csize) * csize;
+        if (cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE)
+            end = cs->bump;
+        for (char *b = pg->start; b < end; b += csize) {
+            stm_header *h = (stm_header *)b;
+            if ((h->flags & F_MARK) && !(h->flags & F_SHADOW))
+                check(h);
+        }
+    }
+    for (size_t i = 0; i < o->large.count; i += 2) {
+        stm_header *h = (stm_header *)o->large.items[i];
+        if (h->flags & F_MARK)
+            check(h);
+    }
+}
+
+void gc_unmark_oldspace(stm_thread *t)
+{
+    gc_oldspace *o = &t->old;
+    for (size_t i = 0; i < o->npages; i++) {
+        gc_page *pg = &o->pages[i];
+        if (pg->cls < 0)
+            continue;
+        size_t csize = class_size_of(pg->cls);
+        gc_class_state *cs = &o->cls[pg->cls];
+        char *end = pg->start + (GC_PAGE / csize) * csize;
+        if (cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE)
+            end = cs->bump;
+        for (char *b = pg->start; b < end; b += csize) {
+            stm_header *h = (stm_header *)b;
+            if (!(h->flags & F_FREE))
+                h->flags &= ~F_GC_BITS;
+        }
+    }
+    for (size_t i = 0; i < o->large.count; i += 2)
+        ((stm_header *)o->large.items[i])->flags &= ~F_GC_BITS;
+}
+
+uint64_t gc_old_bytes_in_use(void)
+{
+    uint64_t sum = 0;
+    unsigned n = stm_load_acquire(&stm_g.threads_allocated);
+    for (unsigned i = 1; i <= n; i++) {
+        stm_thread *t = stm_thread_by_index(i);
+        if (t)
+            sum += stm_load_relaxed(&t->old.bytes_in_use);
+    }
+    return sum;
 }

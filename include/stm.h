@@ -108,6 +108,20 @@ typedef struct stm_config {
     unsigned max_attempts;         /* attempts before a transaction is retried as
                                       inevitable (guaranteed progress); default 16 */
     unsigned max_threads;          /* default and maximum 4095 */
+    /* -- the old generation (docs/DESIGN.md, section 11) -- */
+    size_t heap_limit;             /* bytes of GC memory (nurseries, old pages,
+                                      large objects) the library may map; 0:
+                                      no limit (default) */
+    unsigned major_growth_percent; /* a major collection runs when the old
+                                      generation has grown by this percentage
+                                      over what was live after the last one;
+                                      default 100 */
+    size_t major_min_heap;         /* ... but not before it holds this many
+                                      bytes; default 16 MiB */
+    void (*out_of_memory)(size_t bytes); /* called (outside any lock) when a
+                                      request for `bytes` fails even after a
+                                      major collection, just before the
+                                      transaction is rolled back; optional */
 } stm_config;
 
 /* Fills `cfg` with the defaults.  Callable at any time. */
@@ -115,7 +129,8 @@ STM_API void stm_config_init(stm_config *cfg);
 
 /* Initialises the library.  Call once, before any other call except
  * stm_config_init and stm_set_fatal_handler.  Environment variables
- * override some fields: STM_NURSERY_SIZE (bytes, k/M suffixes).
+ * override some fields: STM_NURSERY_SIZE and STM_HEAP_LIMIT (bytes, k/M/G
+ * suffixes), STM_MAJOR_GROWTH (percent), STM_MAJOR_MIN_HEAP (bytes).
  * Returns STM_OK, STM_EINVAL (missing callback, bad size) or STM_ESTATE
  * (already initialised). */
 STM_API int stm_init(const stm_config *cfg);
@@ -507,6 +522,60 @@ STM_API void *stm_publish(void *obj);
  * inside a transaction (fatal otherwise). */
 STM_API void stm_minor_collect(void);
 
+/* Runs a major collection of the whole old generation now, inside or
+ * outside a transaction (the thread must be attached).  Other threads
+ * stop at their next safe point (an allocation or barrier slow path,
+ * stm_should_break, a commit, or between transactions); none has to
+ * finish its transaction.  Every stm pointer not held in a root is
+ * invalid afterwards, as after an allocation.  Returns STM_OK, or
+ * STM_ESTATE if called from an inevitable transaction's
+ * stm_become_inevitable wait or a finalizer. */
+STM_API int stm_major_collect(void);
+
+/* ------------------------------------------------------------------ */
+/* 5b. Identity, weak references, finalizers                           */
+/* ------------------------------------------------------------------ */
+
+/* A number identifying the object `obj` (any copy of it, any pointer that
+ * reaches it) for as long as it lives: the same whichever thread asks,
+ * before and after it is copied, stolen, promoted or compacted.  Inside a
+ * transaction only (fatal outside).  Asking for the id of a young object
+ * reserves its future old-generation address, which may fail: the
+ * transaction is then rolled back with STM_ENOMEM (0 is returned in an
+ * inevitable transaction). */
+STM_API uintptr_t stm_id(const void *obj);
+/* A well-mixed hash of stm_id(obj), for hash tables keyed by identity. */
+STM_API uint64_t stm_hash(const void *obj);
+/* True if `a` and `b` reach the same object (two copies of one object are
+ * equal; NULL equals only NULL).  Never allocates.  Inside a transaction. */
+STM_API int stm_id_equal(const void *a, const void *b);
+
+/* Weak references.  stm_weakref_new allocates (like stm_allocate, so it
+ * may collect) an immutable object of type STM_TID_WEAKREF that refers to
+ * `target` (an stm object or NULL) without keeping it alive;
+ * stm_weakref_get returns the target, or NULL once a minor or major
+ * collection found it unreachable.  Use the result like any field value:
+ * pass it to stm_read.  Both inside a transaction only.  Your size and
+ * trace callbacks never see weak references. */
+#define STM_TID_WEAKREF 0xFFFFFFFFu
+STM_API void *stm_weakref_new(void *target);
+STM_API void *stm_weakref_get(const void *weakref);
+
+/* Light finalizers: `fn(obj)` is called once when an object of type `tid`
+ * allocated with stm_allocate_finalizable dies, to release external
+ * resources it names (a file descriptor, a malloc'd buffer).  It runs
+ * inside the collection that found the object dead, on a copy holding
+ * the object's last state, with other threads stopped: it must not call
+ * any stm function, block, or keep `obj`.  Register types outside
+ * transactions, before allocating; STM_EINVAL for a NULL fn or the
+ * weak-reference tid, STM_ENOMEM if the table cannot grow.  Registering a
+ * tid again replaces its function. */
+typedef void stm_finalizer_fn(void *obj);
+STM_API int stm_register_finalizer(uint32_t tid, stm_finalizer_fn *fn);
+/* stm_allocate for objects of a type with a registered finalizer (fatal
+ * if there is none); out of line, otherwise the same contract. */
+STM_API void *stm_allocate_finalizable(size_t size, uint32_t tid);
+
 /* ------------------------------------------------------------------ */
 /* 6. Statistics and diagnostics                                       */
 /* ------------------------------------------------------------------ */
@@ -520,6 +589,7 @@ STM_API void stm_minor_collect(void);
     X(VALIDATE_INEVITABLE, "a read was outdated when becoming inevitable")   \
     X(STOLEN_MODIFIED, "an object it modified was stolen and then changed")  \
     X(OUT_OF_MEMORY, "memory was exhausted")                                  \
+    X(MAJOR_GC, "a major collection found a read already outdated")          \
     X(TEST_HOOK, "a test hook requested the abort")
 
 typedef enum stm_abort_reason {
@@ -561,9 +631,16 @@ STM_API int stm_last_abort(stm_abort_info *out);
     X(minor_collections, "minor collections")                                \
     X(bytes_allocated, "bytes allocated")                                    \
     X(bytes_promoted, "bytes copied out of nurseries")                       \
-    X(backups_made, "backup copies made for in-place writes")
+    X(backups_made, "backup copies made for in-place writes")                \
+    X(major_collections, "major collections")                                \
+    X(major_compacting, "major collections that also compacted version chains") \
+    X(objects_freed, "old objects freed by major collections")               \
+    X(bytes_freed, "old-generation bytes freed by major collections")        \
+    X(copies_compacted, "outdated copies and stubs removed by compaction")   \
+    X(weakrefs_cleared, "weak references cleared")                           \
+    X(finalizers_run, "finalizers called")
 
-#define STM_STATS_VERSION 1
+#define STM_STATS_VERSION 2
 typedef struct stm_stats {
     size_t size;          /* set by the caller: sizeof(stm_stats) */
     unsigned version;     /* set by the library: STM_STATS_VERSION */
@@ -582,6 +659,41 @@ STM_API int stm_get_stats(stm_stats *out);
 /* Name and description of the i-th counter field, for printing; NULL
  * past the end. */
 STM_API const char *stm_stats_field_name(unsigned i);
+
+/* The collector's figures: pause times (nanoseconds, percentiles from a
+ * log-linear histogram, within 3%), heap sizes in bytes.  `heap_*` count
+ * every byte of GC memory mapped (nurseries, old pages, large objects);
+ * `old_bytes_in_use` the old generation's allocated blocks now;
+ * `live_after_major` what the last major collection kept. */
+#define STM_GC_STATS_FIELDS(X)                                               \
+    X(minor_collections, "minor collections")                                \
+    X(major_collections, "major collections")                                \
+    X(minor_pause_p50_ns, "minor pause, median (ns)")                        \
+    X(minor_pause_p99_ns, "minor pause, 99th percentile (ns)")               \
+    X(minor_pause_max_ns, "minor pause, maximum (ns)")                       \
+    X(major_pause_p50_ns, "major pause, median (ns)")                        \
+    X(major_pause_p99_ns, "major pause, 99th percentile (ns)")               \
+    X(major_pause_max_ns, "major pause, maximum (ns)")                       \
+    X(major_pause_total_ns, "major pauses, sum (ns)")                        \
+    X(minor_pause_total_ns, "minor pauses, sum (ns)")                        \
+    X(bytes_allocated, "bytes allocated")                                    \
+    X(bytes_promoted, "bytes copied out of nurseries")                       \
+    X(live_after_major, "old-generation bytes live after the last major collection") \
+    X(old_bytes_in_use, "old-generation bytes in allocated blocks")          \
+    X(heap_current, "GC memory mapped now")                                  \
+    X(heap_peak, "GC memory mapped at most")
+
+typedef struct stm_gc_stats {
+    size_t size;          /* set by the caller: sizeof(stm_gc_stats) */
+#define STM__X(name, text) uint64_t name;
+    STM_GC_STATS_FIELDS(STM__X)
+#undef STM__X
+} stm_gc_stats;
+
+/* Fills `out` (up to out->size bytes).  Callable at any time from any
+ * thread; STM_EINVAL if out->size is too small. */
+STM_API int stm_get_gc_stats(stm_gc_stats *out);
+STM_API const char *stm_gc_stats_field_name(unsigned i);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,12 @@
 #define stm_store_relaxed(p, v)   __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define stm_store_release(p, v)   __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
+/* Sequentially consistent, for the one Dekker-style handshake (a thread
+ * announcing it runs vs. the collector announcing it wants to stop
+ * everyone: gc/major.c). */
+#define stm_load_seq_cst(p)       __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define stm_store_seq_cst(p, v)   __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
 /* Strong CAS; on failure *expected receives the current value. */
 #define stm_cas_acq_rel(p, expected, desired) \
     __atomic_compare_exchange_n((p), (expected), (desired), false, \

@@ -366,6 +366,7 @@ STM_API void *stm__read_slow(const void *obj)
         not_in_tx("stm_read");
     if (!obj)
         stm_fatal("stm_read called on NULL");
+    gc_safe_point(t, GC_STOPPED);
     stm_stat(t, STAT_read_slow, 1);
     t->tx_slow_reads++;
     void *res = stm_resolve(t, obj);
@@ -402,6 +403,7 @@ STM_API void *stm__write_slow(void *obj)
         not_in_tx("stm_write");
     if (!obj)
         stm_fatal("stm_write called on NULL");
+    gc_safe_point(t, GC_STOPPED);
     stm_stat(t, STAT_write_slow, 1);
     for (;;) {
         stm_header *cur = stm_resolve(t, obj);

@@ -90,6 +90,9 @@ STM_API void stm_config_init(stm_config *cfg)
     cfg->shadow_stack_size = (size_t)1 << 20;
     cfg->max_attempts = 16;
     cfg->max_threads = STM_MAX_THREADS - 1;
+    cfg->heap_limit = 0;
+    cfg->major_growth_percent = 100;
+    cfg->major_min_heap = (size_t)16 << 20;
 }
 
 static size_t parse_size_env(const char *name, size_t dflt)
@@ -105,6 +108,8 @@ static size_t parse_size_env(const char *name, size_t dflt)
         mul = 1024, end++;
     else if (*end == 'm' || *end == 'M')
         mul = 1024 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1024 * 1024 * 1024, end++;
     if (errno || *end || v == 0 || v > SIZE_MAX / mul)
         return dflt;   /* tolerant: a bad value keeps the default */
     return (size_t)(v * mul);
@@ -131,7 +136,20 @@ STM_API int stm_init(const stm_config *user)
         cfg.max_attempts = dflt.max_attempts;
     if (!cfg.max_threads)
         cfg.max_threads = dflt.max_threads;
+    /* Fields a caller compiled before they existed keep their defaults
+     * (the memcpy above stopped at user->size). */
+    if (user->size < offsetof(stm_config, major_growth_percent) + sizeof(unsigned) ||
+        !cfg.major_growth_percent)
+        cfg.major_growth_percent = dflt.major_growth_percent;
+    if (user->size < offsetof(stm_config, major_min_heap) + sizeof(size_t) || !cfg.major_min_heap)
+        cfg.major_min_heap = dflt.major_min_heap;
     cfg.nursery_size = parse_size_env("STM_NURSERY_SIZE", cfg.nursery_size);
+    cfg.heap_limit = parse_size_env("STM_HEAP_LIMIT", cfg.heap_limit);
+    cfg.major_min_heap = parse_size_env("STM_MAJOR_MIN_HEAP", cfg.major_min_heap);
+    cfg.major_growth_percent =
+        (unsigned)parse_size_env("STM_MAJOR_GROWTH", cfg.major_growth_percent);
+    if (cfg.major_growth_percent > 100000)
+        return STM_EINVAL;
     if (cfg.nursery_size < 256 || cfg.nursery_size > ((size_t)1 << 34) ||
         cfg.max_threads >= STM_MAX_THREADS || cfg.shadow_stack_size > ((size_t)1 << 32))
         return STM_EINVAL;
@@ -147,6 +165,7 @@ STM_API int stm_init(const stm_config *user)
     stm_g.large_threshold = cfg.nursery_size / 4 < STM_LARGE_OBJECT_SIZE ? cfg.nursery_size / 4
                                                                          : STM_LARGE_OBJECT_SIZE;
     stm_g.time = 2;
+    stm_g.major_next = cfg.major_min_heap;
     stm_g.initialised = true;
     return STM_OK;
 }
@@ -191,6 +210,10 @@ STM_API int stm_thread_attach(void)
         }
         idx = stm_g.threads_allocated + 1;
         t->index = idx;
+        /* Not running: a collection need not wait for a thread that has
+         * not started a transaction. */
+        t->gc_state = GC_PARKED;
+        t->gc_doomed = STM_ABORT_REASON_COUNT;
         t->lock_value = LOCK_BASE + 2 * (intptr_t)idx;
         t->prn = -(((intptr_t)1 << STM_THREAD_BITS | idx) * 2 + 1);
         fresh = true;
@@ -210,7 +233,9 @@ STM_API int stm_thread_attach(void)
     if (fresh) {
         /* Pairs with the acquire load in stm_thread_by_index. */
         stm_store_release(&stm_g.threads[idx], t);
-        stm_g.threads_allocated = idx;
+        /* Pairs with the acquire loads of the count by lock-free readers
+         * (gc_old_bytes_in_use): the descriptor is published first. */
+        stm_store_release(&stm_g.threads_allocated, idx);
     }
     pthread_mutex_unlock(&stm_g.threads_mutex);
 
@@ -233,19 +258,30 @@ STM_API int stm_thread_detach(void)
     stm_thread *t = stm_me;
     if (!t || t->state != TX_NONE)
         return STM_ESTATE;
+    /* Empty the nursery, so that its memory can go back to the system
+     * while the descriptor waits to be reused.  What the shadow stack
+     * still holds is kept (it may name published objects). */
+    gc_unpark(t);
+    bool emptied = gc_minor_collect(t);
+    gc_park(t, GC_PARKED);
     stm_account_allocation(t);
     stm_cache_clear(t);
     stm_vec_clear(&t->read_set);
     t->saved_nursery_cur = stm__tl.nursery_cur;
-    free(t->ss_bottom);
-    t->ss_bottom = NULL;
+    if (emptied)
+        stm_sys_discard(t->nursery_base, (size_t)(t->nursery_limit - t->nursery_base));
+    void **ss = t->ss_bottom;
     stm__tl.ss_top = stm__tl.ss_end = stm__tl.ss_bottom = NULL;
     stm__tl.nursery_cur = stm__tl.nursery_end = NULL;
     stm_me = NULL;
+    /* Under the mutex: a major collection scans attached threads' stacks
+     * while holding it, so the stack is freed only once we are out. */
     pthread_mutex_lock(&stm_g.threads_mutex);
     t->tl = NULL;
     t->in_use = false;
+    t->ss_bottom = NULL;
     pthread_mutex_unlock(&stm_g.threads_mutex);
+    free(ss);
     return STM_OK;
 }
 
@@ -414,6 +450,8 @@ static void next_prn(stm_thread *t)
 
 static void begin_tx(stm_thread *t)
 {
+    /* Running from here: waits if a major collection is under way. */
+    gc_unpark(t);
     /* Acquire: pairs with committers' release of the clock (their copies
      * are complete before the clock shows them). */
     intptr_t now = stm_load_acquire(&stm_g.time) & ~(intptr_t)1;
@@ -436,9 +474,11 @@ static void begin_tx(stm_thread *t)
 static void end_tx(stm_thread *t)
 {
     stm_account_allocation(t);
+    stm_vec_clear(&t->tx_old_private);
     stm_store_relaxed(&t->state, TX_NONE);
     t->explicit_inevitable = false;
     tls_outside_tx();
+    gc_park(t, GC_PARKED);
 }
 
 static void release_inevitable(stm_thread *t, intptr_t new_time)
@@ -458,7 +498,12 @@ STM_API void stm_become_inevitable(void)
         stm_fatal("stm_become_inevitable called outside a transaction");
     if (t->state == TX_INEVITABLE)
         return;
-    pthread_mutex_lock(&stm_g.inevitable_mutex);
+    if (pthread_mutex_trylock(&stm_g.inevitable_mutex) != 0) {
+        /* The holder may be stopped for a major collection: wait parked. */
+        gc_park(t, GC_BLOCKED);
+        pthread_mutex_lock(&stm_g.inevitable_mutex);
+        gc_unpark(t);
+    }
     intptr_t now = stm_load_relaxed(&stm_g.time);
     for (;;) {
         /* The clock is even: only the mutex holder makes it odd. */
@@ -589,6 +634,8 @@ static bool lock_written(stm_thread *t, const void **bad)
 /* Commits the running transaction.  On conflict it aborts (longjmp). */
 static void commit_tx(stm_thread *t)
 {
+    /* The transaction function has returned: no C locals to protect. */
+    gc_safe_point(t, GC_STOPPED_FREE);
     STM_TEST_POINT(STM_POINT_COMMIT_START);
     if (t->p2p.count == 0 && t->pfp.count == 0 && stm_load_relaxed(&t->stolen.count) == 0) {
         /* Wrote nothing that existed before: fresh objects become
@@ -669,8 +716,11 @@ static void commit_tx(stm_thread *t)
              * Release everything first: it may need our locks. */
             unlock_written(t);
             stm_unlock(t);
+            gc_park(t, GC_BLOCKED_FREE);
             pthread_mutex_lock(&stm_g.inevitable_mutex);
             pthread_mutex_unlock(&stm_g.inevitable_mutex);
+            gc_unpark(t);
+            gc_check_doomed(t);
             stm_lock(t);
             stm_drain_stolen(t);
             continue;
@@ -717,8 +767,13 @@ done:
     {
         /* Adaptive length: a commit that reached the limit may grow it. */
         uint64_t work = tx_work(t);
-        if (t->attempt == 0 && work >= t->work_limit && t->work_limit < ((uint64_t)1 << 40))
-            t->work_limit *= 2;
+        /* Bounded: everything a transaction creates stays reachable until
+         * it commits, so endless growth would only feed the heap. */
+        uint64_t cap = (uint64_t)stm_g.cfg.nursery_size * 8;
+        if (cap < ((uint64_t)8 << 20))
+            cap = (uint64_t)8 << 20;
+        if (t->attempt == 0 && work >= t->work_limit && t->work_limit < cap)
+            t->work_limit = t->work_limit * 2 < cap ? t->work_limit * 2 : cap;
     }
     end_tx(t);
 }
@@ -937,7 +992,10 @@ STM_API int stm_atomic_depth(void)
 STM_API int stm_should_break(void)
 {
     stm_thread *t = stm_me;
-    if (!t || t->state == TX_NONE || t->atomic > 0)
+    if (!t || t->state == TX_NONE)
+        return 0;
+    gc_safe_point(t, GC_STOPPED);
+    if (t->atomic > 0)
         return 0;
     return tx_work(t) >= t->work_limit;
 }

@@ -40,10 +40,18 @@
 #define F_PFP               0x0020u  /* private-from-protected: ident = backup */
 #define F_BACKUP            0x0040u  /* a backup copy (debugging aid) */
 #define F_WRITE_BARRIER     STM__FLAG_WRITE_BARRIER   /* old, not in remembered set */
+#define F_WEAKREF           0x0200u  /* a weak reference (size and trace are ours) */
+#define F_SHADOW            0x0400u  /* reserved old address of a young object (stm_id) */
+#define F_FREE              0x0800u  /* a free old-space block (next block in `revision`) */
+/* Major-collection bits, set and cleared while the world is stopped. */
+#define F_MARK              0x1000u  /* reachable */
+#define F_PINNED            0x2000u  /* referenced from memory we may not rewrite */
+#define F_ORIGINAL          0x4000u  /* the identity (ident target) of a live copy */
+#define F_RELOC             0x8000u  /* current public copy moving into its original */
+#define F_GC_BITS (F_MARK | F_PINNED | F_ORIGINAL | F_RELOC)
 
-/* Flags a copy inherits from the object it copies (none of ours today:
- * room for client-visible flags later). */
-#define F_COPY_MASK 0u
+/* Flags a copy inherits from the object it copies. */
+#define F_COPY_MASK F_WEAKREF
 
 /* ---- revision encoding ------------------------------------------------ */
 /* odd and < 0          : private revision number (PRN) of a transaction
@@ -87,12 +95,32 @@ enum {
 typedef struct gc_class_state {
     char *bump, *end;                /* current page */
     void *free_list;
+    size_t nfree;                    /* blocks on free_list */
 } gc_class_state;
+/* A page of one size class; `cls` is -1 while the page is in the pool. */
+typedef struct gc_page {
+    char *start;
+    int cls;
+} gc_page;
 typedef struct gc_oldspace {
     gc_class_state cls[GC_CLASSES];
     char *chunk_cur, *chunk_end;     /* pages not yet handed to a class */
-    size_t bytes_mapped;
+    size_t bytes_mapped;             /* old chunks and large mappings */
+    gc_page *pages;                  /* every page carved so far */
+    size_t npages, pages_cap;
+    stm_vec free_pages;              /* indexes into pages[] of empty pages */
+    stm_vec large;                   /* pairs (address, mapped size) */
+    uint64_t bytes_in_use;           /* allocated blocks (relaxed: summed by others) */
 } gc_oldspace;
+
+/* ---- pause histogram (gc/major.c) -------------------------------------- */
+/* Log-linear: 16 sub-buckets per power of two of nanoseconds. */
+#define GC_HIST_SUB 16
+#define GC_HIST_BUCKETS (64 * GC_HIST_SUB)
+typedef struct gc_histogram {
+    uint64_t count[GC_HIST_BUCKETS];
+    uint64_t n, total, max;
+} gc_histogram;
 
 /* ---- per-thread descriptor -------------------------------------------- */
 enum { TX_NONE = 0, TX_REGULAR = 1, TX_INEVITABLE = 2 };
@@ -129,6 +157,16 @@ typedef struct stm_thread {
     stm_vec write_locks;             /* during commit: pairs (public, saved revision) */
     stm_vec gc_work;                 /* minor collection's scan queue */
     stm_vec stub_memory;             /* preallocated stubs for the next shared commit */
+    stm_vec tx_old_private;          /* old objects created or copied by this transaction */
+    stm_vec young_shadows;           /* pairs (young object, its reserved old address) */
+    stm_vec young_finalizable;       /* young objects of types with finalizers */
+    stm_vec old_finalizable;         /* originals of old objects with finalizers */
+    stm_vec minor_weakrefs;          /* weak references promoted by this minor collection */
+    gc_histogram minor_pauses;       /* written by the owner only */
+    /* -- major collection (gc/major.c); gc_state is read by the collector -- */
+    int gc_state;                    /* GC_RUNNING, GC_PARKED, ... */
+    void **park_top;                 /* shadow-stack depth when it last parked */
+    stm_abort_reason gc_doomed;      /* abort at resumption (STM_ABORT_REASON_COUNT: no) */
     char *saved_nursery_cur;         /* while detached */
     gc_oldspace old;
     jmp_buf *jb;                     /* where an abort of the outermost stm_run goes */
@@ -157,6 +195,10 @@ typedef struct stm_globals {
     unsigned threads_allocated;      /* highest index ever used */
     stm_vec global_roots;            /* under threads_mutex */
     stm_vec prebuilts;
+    stm_vec finalizers;              /* pairs (tid, function), under threads_mutex */
+    size_t heap_mapped;              /* atomic: GC memory mapped, all threads */
+    size_t heap_peak;                /* atomic */
+    uint64_t major_next;             /* old bytes in use that trigger a major collection */
     size_t large_threshold;          /* objects above go straight to old space */
 } stm_globals;
 
@@ -227,6 +269,45 @@ STM_HIDDEN bool gc_minor_collect(stm_thread *t);
 /* Makes sure `bytes` can be promoted without mapping memory. */
 STM_HIDDEN bool gc_old_reserve(stm_thread *t, size_t bytes);
 STM_HIDDEN size_t gc_object_size(const void *obj);
+/* Visits the strong references of any copy: the client's fields, or for a
+ * stub / weak reference nothing (their references are the library's). */
+STM_HIDDEN void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx);
+STM_HIDDEN bool gc_is_any_nursery(const void *p);
+/* The original (identity-bearing) copy of an old object or a copy of it;
+ * 0 for a young original without a reserved address. */
+STM_HIDDEN uintptr_t gc_original_of(const stm_header *h);
+STM_HIDDEN void gc_histogram_add(gc_histogram *h, uint64_t ns);
+STM_HIDDEN uint64_t gc_now_ns(void);
+STM_HIDDEN uint64_t gc_old_bytes_in_use(void);
+STM_HIDDEN stm_finalizer_fn *gc_finalizer_for(uint32_t tid);
+
+/* ---- gc/major.c: safe points and the stop-the-world rendezvous -------- */
+enum {
+    GC_RUNNING = 0,      /* may touch the heap */
+    GC_PARKED,           /* outside transactions: holds stm pointers only in roots */
+    GC_BLOCKED,          /* in a transaction, waiting (inevitable lock): holds locals */
+    GC_BLOCKED_FREE,     /* in a commit, waiting: holds no stm pointers outside roots */
+    GC_STOPPED,          /* at a safe point that holds locals (barriers, should_break) */
+    GC_STOPPED_FREE,     /* at a safe point after which locals are dead (allocation) */
+};
+extern STM_HIDDEN int gc_requested;
+STM_HIDDEN void gc_park(stm_thread *t, int state);
+STM_HIDDEN void gc_unpark(stm_thread *t);
+STM_HIDDEN void gc_stop_slow(stm_thread *t, int state);
+/* A safe point: stops here if a major collection is waiting. */
+static inline void gc_safe_point(stm_thread *t, int state)
+{
+    if (__builtin_expect(stm_load_relaxed(&gc_requested) != 0, 0))
+        gc_stop_slow(t, state);
+}
+/* Aborts the running transaction if the last collection doomed it. */
+STM_HIDDEN void gc_check_doomed(stm_thread *t);
+/* Runs a major collection from a safe point of kind `state`. */
+STM_HIDDEN void gc_major_collect(stm_thread *t, int state);
+/* After a minor collection: starts a major one if the heap grew enough. */
+STM_HIDDEN void gc_maybe_major(stm_thread *t);
+/* Called when mapping memory failed or the limit was hit. */
+STM_HIDDEN void gc_out_of_memory(size_t bytes);
 
 /* Adds the nursery bytes allocated since the last call to the stats. */
 static inline void stm_account_allocation(stm_thread *t)

@@ -64,3 +64,10 @@ void stm_sys_unmap(void *p, size_t size)
 {
     munmap(p, size);
 }
+
+void stm_sys_discard(void *p, size_t size)
+{
+    /* The pages read back as zero and their memory returns to the
+     * system; failure only means the memory stays resident. */
+    (void)madvise(p, size, MADV_DONTNEED);
+}

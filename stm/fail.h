@@ -14,5 +14,7 @@ STM_HIDDEN void *stm_sys_calloc(size_t n, size_t size);
 /* mmap of `size` bytes aligned to `align` (a power of two); NULL on failure. */
 STM_HIDDEN void *stm_sys_map(size_t size, size_t align);
 STM_HIDDEN void stm_sys_unmap(void *p, size_t size);
+/* Gives the pages back to the system; they read as zero afterwards. */
+STM_HIDDEN void stm_sys_discard(void *p, size_t size);
 
 #endif

@@ -93,20 +93,28 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
         if (stm_load_relaxed(&src->flags) & F_MOVED)
             return (void *)stm_load_relaxed(&src->revision);
     }
-    else if (rev == stm_load_relaxed(&owner->prn) && stm_load_relaxed(&owner->state) != TX_NONE)
+    else if (rev == stm_load_relaxed(&owner->prn) && stm_load_relaxed(&owner->state) != TX_NONE) {
+        /* Release the owner first: a handler that does not end the process
+         * must not leave it locked out of its own collections. */
+        stm_unlock(owner);
         stm_fatal("thread %u reached object %p that thread %u created in its running "
                   "transaction: uncommitted objects must not escape through non-stm memory",
                   me->index, (void *)p, owner->index);
+    }
     size_t size = gc_object_size(src);
     stm_header *copy = gc_old_alloc(me, size);
     if (!copy)
         return NULL;
     memcpy(copy, src, size);
-    copy->flags = F_PUBLIC | (modifying ? F_PUBLIC_TO_PRIVATE : 0);
+    uint32_t src_flags = stm_load_relaxed(&src->flags);
+    copy->flags = F_PUBLIC | (modifying ? F_PUBLIC_TO_PRIVATE : 0) | (src_flags & F_WEAKREF);
     copy->ident = src->ident ? src->ident : (stm_is_young(owner, p) ? 0 : (uintptr_t)p);
     copy->revision = stm_current_stamp();
     translate_ctx cx = { me, owner, false };
-    stm_g.cfg.trace(copy, translate_field, &cx);
+    if (src_flags & F_WEAKREF)
+        translate_field((void **)(copy + 1), &cx);   /* the target, weakly held */
+    else
+        stm_g.cfg.trace(copy, translate_field, &cx);
     if (cx.failed) {
         gc_old_free(me, copy, size);
         return NULL;
@@ -127,6 +135,10 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
         stm_header *backup = (stm_header *)p->ident;
         backup->flags |= F_MOVED;
         backup->revision = (intptr_t)copy;
+        /* A young object without an original yet: the copy becomes its
+         * original, so that p (which lives on) keeps the same identity. */
+        if (!copy->ident)
+            backup->ident = (uintptr_t)copy;
     } else {
         /* The flag first, then the pointer with release: a reader that
          * sees the pointer (acquire) also sees F_MOVED and the copy. */
@@ -199,8 +211,14 @@ STM_API void *stm_publish(void *obj)
     }
     if (owner != t->index)
         return NULL;
+    /* Outside a transaction we are parked: publishing writes the heap. */
+    bool parked = t->state == TX_NONE;
+    if (parked)
+        gc_unpark(t);
     stm_lock(t);
     void *copy = stm_publish_locked(t, t, obj);
     stm_unlock(t);
+    if (parked)
+        gc_park(t, GC_PARKED);
     return copy;
 }

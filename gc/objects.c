@@ -1,0 +1,181 @@
+/* objects.c -- identity, weak references and finalizable objects
+ * (docs/DESIGN.md, section 11.6).
+ *
+ * Identity is the address of an object's *original*: the first old copy
+ * it ever had.  Every later copy (a thief's public copy, a private copy
+ * made by a write, a promoted copy) carries it in `ident`, and the major
+ * collector keeps the original allocated while any copy lives, moving the
+ * newest public contents back into it when it compacts.  A young object
+ * has no original yet: asking for its id reserves one (a "shadow" block
+ * in old space), into which the minor collection then moves it. */
+#include <string.h>
+
+#include "gc/pages.h"
+
+typedef struct weakref {
+    stm_header hdr;
+    void *target;
+} weakref;
+
+static pthread_mutex_t finalizers_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+uintptr_t gc_original_of(const stm_header *h)
+{
+    uintptr_t id = h->ident;
+    if (h->flags & F_PFP)
+        id = ((const stm_header *)id)->ident;     /* ident is the backup */
+    if (id)
+        return id;
+    return gc_is_any_nursery(h) ? 0 : (uintptr_t)h;
+}
+
+static stm_thread *in_tx_or_die(const char *what)
+{
+    stm_thread *t = stm_me;
+    if (!t)
+        stm_fatal("%s: the calling thread is not attached (call stm_thread_attach)", what);
+    if (t->state == TX_NONE)
+        stm_fatal("%s called outside a transaction", what);
+    return t;
+}
+
+STM_API uintptr_t stm_id(const void *obj)
+{
+    stm_thread *t = in_tx_or_die("stm_id");
+    if (!obj)
+        return 0;
+    stm_header *c = stm_read(obj);
+    uintptr_t id = gc_original_of(c);
+    if (id)
+        return id;
+    /* A young original: reserve the old address it will move to. */
+    size_t size = gc_object_size(c);
+    stm_header *shadow = stm_vec_reserve(&t->young_shadows, 2) ? gc_old_alloc(t, size) : NULL;
+    if (!shadow) {
+        gc_out_of_memory(size);
+        if (t->state == TX_INEVITABLE)
+            return 0;
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, obj);
+    }
+    shadow->tid = c->tid;
+    shadow->flags = F_SHADOW;
+    stm_vec_push_reserved(&t->young_shadows, (uintptr_t)c);
+    stm_vec_push_reserved(&t->young_shadows, (uintptr_t)shadow);
+    /* Under our lock: a thief copying c reads its ident (or its backup's)
+     * to give the copy the same identity. */
+    stm_lock(t);
+    if (c->flags & F_PFP)
+        ((stm_header *)c->ident)->ident = (uintptr_t)shadow;
+    else
+        c->ident = (uintptr_t)shadow;
+    stm_unlock(t);
+    return (uintptr_t)shadow;
+}
+
+STM_API uint64_t stm_hash(const void *obj)
+{
+    uint64_t x = stm_id(obj);
+    /* splitmix64's finaliser: addresses differ in few, low-entropy bits. */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+STM_API int stm_id_equal(const void *a, const void *b)
+{
+    in_tx_or_die("stm_id_equal");
+    if (a == b)
+        return 1;
+    if (!a || !b)
+        return 0;
+    const stm_header *ca = stm_read(a), *cb = stm_read(b);
+    if (ca == cb)
+        return 1;
+    /* A young object without an original has no other copy. */
+    uintptr_t oa = gc_original_of(ca), ob = gc_original_of(cb);
+    return oa && oa == ob;
+}
+
+STM_API void *stm_weakref_new(void *target)
+{
+    in_tx_or_die("stm_weakref_new");
+    stm_push_root(target);
+    weakref *w = stm_allocate(sizeof(weakref), STM_TID_WEAKREF);
+    target = stm_pop_root();
+    if (!w)
+        return NULL;     /* inevitable transaction out of memory */
+    /* Fresh and private: no one else sees the header yet. */
+    w->hdr.flags |= F_WEAKREF;
+    w->target = target;
+    return w;
+}
+
+STM_API void *stm_weakref_get(const void *ref)
+{
+    in_tx_or_die("stm_weakref_get");
+    if (!ref)
+        stm_fatal("stm_weakref_get called on NULL");
+    const weakref *w = stm_read(ref);
+    if (!(w->hdr.flags & F_WEAKREF))
+        stm_fatal("stm_weakref_get: %p is not a weak reference (tid %u)", ref, w->hdr.tid);
+    return w->target;
+}
+
+/* ---- finalizers ------------------------------------------------------ */
+
+stm_finalizer_fn *gc_finalizer_for(uint32_t tid)
+{
+    stm_finalizer_fn *fn = NULL;
+    pthread_mutex_lock(&finalizers_mutex);
+    for (size_t i = 0; i < stm_g.finalizers.count; i += 2)
+        if (stm_g.finalizers.items[i] == tid)
+            fn = (stm_finalizer_fn *)stm_g.finalizers.items[i + 1];
+    pthread_mutex_unlock(&finalizers_mutex);
+    return fn;
+}
+
+STM_API int stm_register_finalizer(uint32_t tid, stm_finalizer_fn *fn)
+{
+    if (!fn || tid == STM_TID_WEAKREF)
+        return STM_EINVAL;
+    int rc = STM_OK;
+    pthread_mutex_lock(&finalizers_mutex);
+    size_t i;
+    for (i = 0; i < stm_g.finalizers.count; i += 2)
+        if (stm_g.finalizers.items[i] == tid)
+            break;
+    if (i < stm_g.finalizers.count)
+        stm_g.finalizers.items[i + 1] = (uintptr_t)fn;
+    else if (stm_vec_reserve(&stm_g.finalizers, 2)) {
+        stm_vec_push_reserved(&stm_g.finalizers, tid);
+        stm_vec_push_reserved(&stm_g.finalizers, (uintptr_t)fn);
+    } else
+        rc = STM_ENOMEM;
+    pthread_mutex_unlock(&finalizers_mutex);
+    return rc;
+}
+
+STM_API void *stm_allocate_finalizable(size_t size, uint32_t tid)
+{
+    stm_thread *t = in_tx_or_die("stm_allocate_finalizable");
+    if (!gc_finalizer_for(tid))
+        stm_fatal("stm_allocate_finalizable: type %u has no finalizer (stm_register_finalizer)",
+                  tid);
+    /* Room in both lists first: once allocated, the object must be
+     * tracked.  A collection in stm_allocate keeps the capacity. */
+    if (!stm_vec_reserve(&t->young_finalizable, 1) || !stm_vec_reserve(&t->old_finalizable, 1)) {
+        if (t->state == TX_INEVITABLE)
+            return NULL;
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
+    }
+    stm_header *h = stm_allocate(size, tid);
+    if (!h)
+        return NULL;
+    if (stm_is_young(t, h))
+        stm_vec_push_reserved(&t->young_finalizable, (uintptr_t)h);
+    else
+        stm_vec_push_reserved(&t->old_finalizable, (uintptr_t)h);
+    return h;
+}
