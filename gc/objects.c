@@ -57,13 +57,23 @@ STM_API uintptr_t stm_id(const void *obj)
             return 0;
         stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, obj);
     }
+    /* Under our lock: a thief copying c reads its ident (or its backup's)
+     * to give the copy the same identity, and may have given c an
+     * original since we looked (stealing makes the copy the original). */
+    stm_lock(t);
+    if (c->flags & F_MOVED)
+        id = gc_original_of((const stm_header *)c->revision);
+    else
+        id = gc_original_of(c);
+    if (id) {
+        stm_unlock(t);
+        gc_old_free(t, shadow, size);
+        return id;
+    }
     shadow->tid = c->tid;
     shadow->flags = F_SHADOW;
     stm_vec_push_reserved(&t->young_shadows, (uintptr_t)c);
     stm_vec_push_reserved(&t->young_shadows, (uintptr_t)shadow);
-    /* Under our lock: a thief copying c reads its ident (or its backup's)
-     * to give the copy the same identity. */
-    stm_lock(t);
     if (c->flags & F_PFP)
         ((stm_header *)c->ident)->ident = (uintptr_t)shadow;
     else

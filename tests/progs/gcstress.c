@@ -381,6 +381,10 @@ int main(int argc, char **argv)
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("gcstress: %ld threads, %ld transactions in %.2f s, %" PRIu64 " aborts\n",
            opt_threads, opt_tx, secs, st.aborts);
+    for (int r = 0; r < STM_ABORT_REASON_COUNT; r++)
+        if (st.aborts_by_reason[r])
+            printf("    %-20s %" PRIu64 "\n", stm_abort_reason_name((stm_abort_reason)r),
+                   st.aborts_by_reason[r]);
     printf("  collections:    %" PRIu64 " minor, %" PRIu64 " major (%" PRIu64 " compacting), "
            "major pause p50 %.2f ms, max %.2f ms\n",
            gs.minor_collections, gs.major_collections, st.major_compacting,
