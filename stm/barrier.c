@@ -191,6 +191,12 @@ static bool still_current(stm_thread *t, const stm_header *obj, bool at_commit)
 
 bool stm_validate(stm_thread *t, bool at_commit, const void **bad)
 {
+#ifdef STM_MUTANT_NO_VALIDATION
+    /* Planted bug (docs/TESTING.md, "Mutants"): every read set passes, so
+     * stale reads are neither aborted in flight nor at commit.  The random
+     * tester and the history checker must catch it. */
+    return true;
+#endif
     for (size_t i = 0; i < t->read_set.count; i++) {
         const stm_header *o = (const stm_header *)t->read_set.items[i];
         if (!still_current(t, o, at_commit)) {

@@ -761,7 +761,13 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
         stm_header *o = (stm_header *)t->pfp.items[i];
         stm_header *backup = (stm_header *)o->ident;
         size_t size = gc_object_size(backup);
+#ifdef STM_MUTANT_NO_BACKUP_RESTORE
+        /* Planted bug (docs/TESTING.md, "Mutants"): only the header comes
+         * back, the fields keep the aborted attempt's values. */
+        memcpy(o, backup, sizeof(stm_header));
+#else
         memcpy(o, backup, size);
+#endif
         o->flags &= ~(F_BACKUP | F_WRITE_BARRIER);
         if (!stm_is_young(t, o)) {
             /* Old objects must be in the remembered set or carry the flag. */
