@@ -171,6 +171,16 @@ bool gc_minor_collect(stm_thread *t)
             e->key = NULL;
             continue;
         }
+        /* A young copy of ours that a thief published forwards to a
+         * public copy.  Keeping key -> public copy would be an alias that
+         * cache_aliases does not log, so a later write that copies that
+         * public copy could not redirect it (C3) and reads through `key`
+         * would miss our own writes (found by the random tester): drop it,
+         * the next read resolves it again. */
+        if (v != e->value && (stm_load_relaxed(&((stm_header *)v)->flags) & F_PUBLIC)) {
+            e->key = NULL;
+            continue;
+        }
         e->value = v;
         t->cache_fills.items[kept++] = (uintptr_t)key;
     }

@@ -701,6 +701,24 @@ static void commit_tx(stm_thread *t)
         stm_store_release(&r->revision, (intptr_t)s);
     }
     stm_vec_clear(&t->write_locks);
+    /* The read set may carry over to our next transaction (C5).  The
+     * public copies we just replaced are outdated now, by us: put our
+     * copies, the new versions, in their place.  Validation could follow
+     * the old copy through our stub instead, but a thief re-points that
+     * stub and path compression skips it, after which the old copy looks
+     * replaced by someone else: a reader's steal made our next commit
+     * abort (found by the random tester, tests/model/regressions.txt). */
+    for (size_t i = 0; i < t->read_set.count; i++) {
+        /* A copy of ours that a thief published forwards (same content,
+         * F_MOVED, set under our lock, which we hold) to the public copy
+         * we may just have replaced. */
+        const stm_header *o = (const stm_header *)t->read_set.items[i];
+        while (stm_load_relaxed(&o->flags) & F_MOVED)
+            o = (const stm_header *)stm_load_acquire(&o->revision);
+        stm_map_entry *e = stm_map_find(&t->p2p, (uintptr_t)o);
+        if (e)
+            t->read_set.items[i] = e->value;
+    }
     stm_map_clear(&t->p2p);
     finish_pfp(t);
     next_prn(t);
