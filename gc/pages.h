@@ -14,4 +14,8 @@
 /* Maps `size` bytes (rounded up to whole chunks) owned by thread `owner`. */
 STM_HIDDEN void *gc_map_chunks(size_t size, unsigned owner);
 
+/* Held across fork() by stm/lifecycle.c. */
+STM_HIDDEN void gc_fork_lock(void);
+STM_HIDDEN void gc_fork_unlock(void);
+
 #endif

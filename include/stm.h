@@ -520,7 +520,8 @@ STM_API void stm_minor_collect(void);
     X(VALIDATE_INEVITABLE, "a read was outdated when becoming inevitable")   \
     X(STOLEN_MODIFIED, "an object it modified was stolen and then changed")  \
     X(OUT_OF_MEMORY, "memory was exhausted")                                  \
-    X(TEST_HOOK, "a test hook requested the abort")
+    X(TEST_HOOK, "a test hook requested the abort")                           \
+    X(THREAD_EXIT, "the thread exited inside the transaction")
 
 typedef enum stm_abort_reason {
 #define STM__X(name, text) STM_ABORT_##name,

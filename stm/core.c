@@ -170,6 +170,8 @@ STM_API int stm_thread_attach(void)
 {
     if (!stm_g.initialised || stm_me)
         return STM_ESTATE;
+    if (stm_lifecycle_attach() != STM_OK)
+        return STM_ENOMEM;
     pthread_mutex_lock(&stm_g.threads_mutex);
     stm_thread *t = NULL;
     unsigned idx;

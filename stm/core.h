@@ -192,6 +192,11 @@ static inline void stm_stat(stm_thread *t, int which, uint64_t n)
     stm_counter_add(&t->stats[which], n);
 }
 
+/* ---- lifecycle.c ------------------------------------------------------ */
+/* Called by stm_thread_attach: arms the thread-exit destructor and the
+ * fork handlers (docs/DESIGN.md 11).  STM_OK or STM_ENOMEM. */
+STM_HIDDEN int stm_lifecycle_attach(void);
+
 /* ---- barrier.c -------------------------------------------------------- */
 /* Resolves any pointer to the copy this transaction must use. */
 STM_HIDDEN void *stm_resolve(stm_thread *t, const void *obj);
