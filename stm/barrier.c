@@ -479,13 +479,9 @@ STM_API void *stm__write_slow(void *obj)
          * it fits without a collection, else into old space; the write
          * barrier never collects. */
         size_t rounded = stm_round_size(size);
-        stm_header *copy;
-        bool young = rounded <= stm_g.large_threshold &&
-                     (size_t)(t->tl->nursery_end - t->tl->nursery_cur) >= rounded;
-        if (young) {
-            copy = (stm_header *)t->tl->nursery_cur;
-            t->tl->nursery_cur += rounded;
-        } else {
+        stm_header *copy = rounded <= stm_g.large_threshold ? gc_nursery_take(t, rounded) : NULL;
+        bool young = copy != NULL;
+        if (!young) {
             copy = gc_old_alloc(t, size);
             if (!copy)
                 stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);

@@ -431,7 +431,7 @@ static void begin_tx(stm_thread *t)
     t->tx_alloc_done = 0;
     t->tx_alloc_mark = stm__tl.nursery_cur;
     t->tx_slow_reads = 0;
-    stm__tl.nursery_end = t->nursery_limit;
+    stm__tl.nursery_end = gc_nursery_alloc_end(t);
     stm__tl.prn = t->prn;
 }
 

@@ -232,6 +232,13 @@ STM_HIDDEN bool gc_minor_collect(stm_thread *t);
 /* Makes sure `bytes` can be promoted without mapping memory. */
 STM_HIDDEN bool gc_old_reserve(stm_thread *t, size_t bytes);
 STM_HIDDEN size_t gc_object_size(const void *obj);
+/* The allocation limit the inline fast path sees in a transaction: the
+ * nursery's end, or the bump pointer itself when freed nursery memory is
+ * poisoned (ASan builds), so that every allocation unpoisons. */
+STM_HIDDEN char *gc_nursery_alloc_end(const stm_thread *t);
+/* `rounded` bytes of the nursery if they fit without a collection, else
+ * NULL (the write barrier's copies; it never collects). */
+STM_HIDDEN void *gc_nursery_take(stm_thread *t, size_t rounded);
 
 /* Adds the nursery bytes allocated since the last call to the stats. */
 static inline void stm_account_allocation(stm_thread *t)
