@@ -37,7 +37,6 @@
  * thread may or may not steal it (a cache hit does not), and where the
  * model is unsure of the commit kind it allows the abort instead of
  * requiring it, and learns the kind from the clock. */
-#define _GNU_SOURCE
 #include "rt.h"
 
 #include <inttypes.h>
