@@ -705,21 +705,29 @@ static void commit_tx(stm_thread *t)
     stm_vec_clear(&t->write_locks);
     /* The read set may carry over to our next transaction (C5).  The
      * public copies we just replaced are outdated now, by us: put our
-     * copies, the new versions, in their place.  Validation could follow
-     * the old copy through our stub instead, but a thief re-points that
-     * stub and path compression skips it, after which the old copy looks
-     * replaced by someone else: a reader's steal made our next commit
-     * abort (found by the random tester, tests/model/regressions.txt). */
+     * copies, the new versions, in their place (DESIGN.md O2).  Validation
+     * could follow the old copy through our stub instead, but a thief
+     * re-points that stub and path compression skips it, after which the
+     * old copy looks replaced by someone else: a reader's steal made our
+     * next commit abort (found by the random tester).  Such an entry is
+     * one whose revision we just set to one of our stubs, possibly behind
+     * a copy of ours that a thief published (F_MOVED, same content; set
+     * under our lock, which we hold).  The scan is bounded: a larger read
+     * set (duplicates pile up until compaction) is not carried over at
+     * all, which costs the next transaction some slow-path reads but keeps
+     * this commit O(writes + 256). */
+    if (t->read_set.count > 256)
+        t->read_set.count = 0;   /* begin_tx clears the cache: see below */
     for (size_t i = 0; i < t->read_set.count; i++) {
-        /* A copy of ours that a thief published forwards (same content,
-         * F_MOVED, set under our lock, which we hold) to the public copy
-         * we may just have replaced. */
         const stm_header *o = (const stm_header *)t->read_set.items[i];
         while (stm_load_relaxed(&o->flags) & F_MOVED)
             o = (const stm_header *)stm_load_acquire(&o->revision);
-        stm_map_entry *e = stm_map_find(&t->p2p, (uintptr_t)o);
-        if (e)
-            t->read_set.items[i] = e->value;
+        intptr_t rev = stm_load_acquire(&o->revision);
+        if (!REV_IS_PTR(rev))
+            continue;
+        const stm_stub *s = (const stm_stub *)rev;
+        if ((stm_load_relaxed(&s->hdr.flags) & F_STUB) && s->owner == t->index)
+            t->read_set.items[i] = (uintptr_t)(stm_load_relaxed(&s->hdr.revision) & ~(intptr_t)3);
     }
     stm_map_clear(&t->p2p);
     finish_pfp(t);
@@ -728,8 +736,9 @@ static void commit_tx(stm_thread *t)
     if (t->state == TX_INEVITABLE)
         release_inevitable(t, t->inevitable_time + 2);
     /* Our reads were valid at t->snapshot and our own commit is the only
-     * one between it and +2: the cache stays valid. */
-    t->carry_snapshot = t->snapshot + 2;
+     * one between it and +2: the cache stays valid (unless the read set
+     * was dropped above: then C1 needs the cache cleared too). */
+    t->carry_snapshot = t->read_set.count || !t->cache_fills.count ? t->snapshot + 2 : -1;
     stm_stat(t, STAT_commits_shared, 1);
 done:
     stm_stat(t, STAT_commits, 1);

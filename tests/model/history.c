@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -172,6 +173,11 @@ static int tx_fn(void *arg)
          * catch.  Load only; nothing here depends on timing. */
         for (volatile int spin = (int)(l->seq % 64); spin > 0; spin--)
             ;
+        /* And now and then a yield, so that transactions interleave even
+         * when the threads do not run in parallel (a loaded machine, or
+         * fewer cores than threads). */
+        if ((l->seq + (long)i) % 8 == 0)
+            sched_yield();
     }
     if (l->abort_once && !stm_is_inevitable()) {
         l->abort_once = false;                /* the retry commits */
