@@ -575,8 +575,14 @@ static bool can_relocate(const stm_header *x)
  * current again, so the transaction is aborted when it resumes. */
 static bool entry_outdated(const void *p)
 {
+    /* A moved copy promises the content of its target: it is outdated if
+     * that target is (DESIGN.md 11.4; compaction does not keep the
+     * promise for such chains, so these readers must go). */
     const stm_header *h = p;
-    return !is_young(p) && (is_outdated_public(h) || (h->flags & F_STUB));
+    while ((h->flags & (F_MOVED | F_PUBLIC | F_PFP | F_BACKUP)) == F_MOVED &&
+           REV_IS_PTR(h->revision))
+        h = (const stm_header *)h->revision;
+    return !is_young(h) && (is_outdated_public(h) || (h->flags & F_STUB));
 }
 
 static void doom_outdated(stm_thread *t)
@@ -801,6 +807,12 @@ static void verify_before_sweep(major_ctx *cx)
     }
     for (unsigned i = 1; i <= stm_g.threads_allocated; i++)
         gc_verify_oldspace(stm_g.threads[i], verify_copy);
+    for (size_t i = 0; i < cx->statics.count; i++)
+        verify_copy((const stm_header *)cx->statics.items[i]);
+    verify_what = "global root";
+    verify_from = NULL;
+    for (size_t i = 0; i < stm_g.global_roots.count; i++)
+        verify_ref(*(void **)stm_g.global_roots.items[i]);
     unsigned n = stm_g.threads_allocated;
     for (unsigned i = 1; i <= n; i++) {
         stm_thread *t = stm_g.threads[i];
@@ -981,6 +993,16 @@ void gc_out_of_memory(size_t bytes)
 {
     if (stm_g.cfg.out_of_memory && !in_finalizer)
         stm_g.cfg.out_of_memory(bytes);
+}
+
+void gc_fork_child(stm_thread *me)
+{
+    pthread_mutex_init(&gc_mutex, NULL);
+    pthread_cond_init(&gc_cond, NULL);
+    stm_store_relaxed(&gc_requested, 0);
+    for (unsigned i = 1; i <= stm_g.threads_allocated; i++)
+        if (stm_g.threads[i] != me)
+            stm_store_relaxed(&stm_g.threads[i]->gc_state, GC_PARKED);
 }
 
 STM_API int stm_major_collect(void)

@@ -19,6 +19,37 @@ typedef struct weakref {
     stm_header hdr;
     void *target;
 } weakref;
+/* Under AddressSanitizer the nursery's free part is poisoned: memory a
+ * minor collection has moved objects out of becomes inaccessible until it
+ * is allocated again, so a stale pointer into it faults at once instead
+ * of reading zeroes or a newer object (docs/TESTING.md).  The inline
+ * allocation fast path cannot unpoison, so in this build the visible
+ * allocation limit stays at the bump pointer and every allocation takes
+ * the slow path, which unpoisons what it hands out. */
+#if defined(__SANITIZE_ADDRESS__)
+#  define GC_POISON_NURSERY 1
+#elif defined(__has_feature)
+#  if __has_feature(address_sanitizer)
+#    define GC_POISON_NURSERY 1
+#  endif
+#endif
+#ifdef GC_POISON_NURSERY
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) __asan_poison_memory_region((p), (n))
+#define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+char *gc_nursery_alloc_end(const stm_thread *t)
+{
+#ifdef GC_POISON_NURSERY
+    return t->tl->nursery_cur;
+#else
+    return t->nursery_limit;
+#endif
+}
 
 size_t gc_object_size(const void *obj)
 {
@@ -29,6 +60,17 @@ size_t gc_object_size(const void *obj)
     if (f & F_WEAKREF)
         return sizeof(weakref);
     return stm_g.cfg.object_size(obj);
+}
+
+void *gc_nursery_take(stm_thread *t, size_t rounded)
+{
+    if ((size_t)(t->nursery_limit - t->tl->nursery_cur) < rounded)
+        return NULL;
+    char *p = t->tl->nursery_cur;
+    UNPOISON(p, rounded);
+    t->tl->nursery_cur = p + rounded;
+    t->tl->nursery_end = gc_nursery_alloc_end(t);
+    return p;
 }
 
 bool gc_thread_init(stm_thread *t)
@@ -42,6 +84,7 @@ bool gc_thread_init(stm_thread *t)
     t->nursery_base = base;
     t->nursery_limit = base + size;
     t->tl->nursery_cur = base;
+    POISON(base, size);
     return true;
 }
 
@@ -263,6 +306,16 @@ static bool minor_collect(stm_thread *t)
             e->key = NULL;
             continue;
         }
+        /* A young copy of ours that a thief published forwards to a
+         * public copy.  Keeping key -> public copy would be an alias that
+         * cache_aliases does not log, so a later write that copies that
+         * public copy could not redirect it (C3) and reads through `key`
+         * would miss our own writes (found by the random tester): drop it,
+         * the next read resolves it again. */
+        if (v != e->value && (stm_load_relaxed(&((stm_header *)v)->flags) & F_PUBLIC)) {
+            e->key = NULL;
+            continue;
+        }
         e->value = v;
         t->cache_fills.items[kept++] = (uintptr_t)key;
     }
@@ -285,11 +338,12 @@ static bool minor_collect(stm_thread *t)
     memset(t->nursery_base, 0xdd, (size_t)(used_end - t->nursery_base));
 #endif
     memset(t->nursery_base, 0, (size_t)(used_end - t->nursery_base));
+    POISON(t->nursery_base, (size_t)(used_end - t->nursery_base));
     t->tl->nursery_cur = t->nursery_base;
     t->tx_alloc_mark = t->nursery_base;
     t->stats_alloc_mark = t->nursery_base;
     if (t->state != TX_NONE)
-        t->tl->nursery_end = t->nursery_limit;
+        t->tl->nursery_end = gc_nursery_alloc_end(t);
     stm_stat(t, STAT_minor_collections, 1);
     stm_stat(t, STAT_bytes_promoted, cx.promoted);
     stm_unlock(t);
@@ -337,6 +391,18 @@ void *stm__allocate_slow(size_t size, uint32_t tid)
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
     } else {
+#ifdef GC_POISON_NURSERY
+        /* Room left below the real limit: no collection (see above). */
+        if ((size_t)(t->nursery_limit - t->tl->nursery_cur) >= rounded) {
+            h = (stm_header *)t->tl->nursery_cur;
+            UNPOISON(h, rounded);
+            t->tl->nursery_cur += rounded;
+            t->tl->nursery_end = t->tl->nursery_cur;
+            h->tid = tid;
+            h->revision = t->prn;
+            return h;
+        }
+#endif
         bool ok = gc_minor_collect(t);
         if (!ok) {
             gc_major_collect(t, GC_STOPPED_FREE);
@@ -351,7 +417,9 @@ void *stm__allocate_slow(size_t size, uint32_t tid)
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
         h = (stm_header *)t->tl->nursery_cur;
+        UNPOISON(h, rounded);
         t->tl->nursery_cur += rounded;
+        t->tl->nursery_end = gc_nursery_alloc_end(t);
     }
     h->tid = tid;
     h->revision = t->prn;

@@ -43,6 +43,11 @@ static bool chunk_table_set(uintptr_t addr, size_t size, unsigned entry)
     return true;
 }
 
+/* fork(): the chunk table's lock is held across it (stm/lifecycle.c), so
+ * the child never inherits it locked by a thread that does not exist. */
+void gc_fork_lock(void) { pthread_mutex_lock(&chunk_table_mutex); }
+void gc_fork_unlock(void) { pthread_mutex_unlock(&chunk_table_mutex); }
+
 static unsigned chunk_entry(const void *p)
 {
     uintptr_t idx = (uintptr_t)p >> GC_CHUNK_SHIFT;

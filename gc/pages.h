@@ -34,4 +34,8 @@ STM_HIDDEN void gc_unmark_oldspace(stm_thread *t);
 /* Calls check on every marked block of `t` (debug verification). */
 STM_HIDDEN void gc_verify_oldspace(stm_thread *t, void (*check)(const stm_header *));
 
+/* Held across fork() by stm/lifecycle.c. */
+STM_HIDDEN void gc_fork_lock(void);
+STM_HIDDEN void gc_fork_unlock(void);
+
 #endif

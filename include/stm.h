@@ -144,7 +144,24 @@ STM_API int stm_thread_attach(void);
 
 /* Unregisters the calling thread.  Call outside any transaction.  The
  * thread's committed objects stay valid and reachable for other threads.
- * Returns STM_ESTATE if the thread is not attached or in a transaction. */
+ * Returns STM_ESTATE if the thread is not attached or in a transaction.
+ *
+ * A thread that exits while attached (returns from its start function or
+ * calls pthread_exit) is detached for it; a transaction it is running,
+ * inevitable or not, is rolled back first (abort reason THREAD_EXIT), so
+ * none of its writes become visible and no lock stays held.  (The main
+ * thread's exit() ends the process and runs no such clean-up.)
+ *
+ * fork(): call it outside transactions.  The library's fork handlers wait
+ * until no inevitable transaction runs and no thread is committing,
+ * collecting or being stolen from, so the child inherits a consistent
+ * committed state.  In the child the forking thread stays attached (if it
+ * was) and may go on using the library, and new threads may attach; the
+ * other threads do not exist there: their committed objects remain
+ * readable, their running transactions are discarded, and their
+ * descriptors are retired (they count against max_threads).  fork()
+ * inside a transaction calls the fatal handler ("fork() called inside a
+ * transaction"). */
 STM_API int stm_thread_detach(void);
 
 /* The handler called on fatal misuse (a barrier outside a transaction, a
@@ -590,7 +607,8 @@ STM_API void *stm_allocate_finalizable(size_t size, uint32_t tid);
     X(STOLEN_MODIFIED, "an object it modified was stolen and then changed")  \
     X(OUT_OF_MEMORY, "memory was exhausted")                                  \
     X(MAJOR_GC, "a major collection found a read already outdated")          \
-    X(TEST_HOOK, "a test hook requested the abort")
+    X(TEST_HOOK, "a test hook requested the abort")                           \
+    X(THREAD_EXIT, "the thread exited inside the transaction")
 
 typedef enum stm_abort_reason {
 #define STM__X(name, text) STM_ABORT_##name,

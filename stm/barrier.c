@@ -191,6 +191,12 @@ static bool still_current(stm_thread *t, const stm_header *obj, bool at_commit)
 
 bool stm_validate(stm_thread *t, bool at_commit, const void **bad)
 {
+#ifdef STM_MUTANT_NO_VALIDATION
+    /* Planted bug (docs/TESTING.md, "Mutants"): every read set passes, so
+     * stale reads are neither aborted in flight nor at commit.  The random
+     * tester and the history checker must catch it. */
+    return true;
+#endif
     for (size_t i = 0; i < t->read_set.count; i++) {
         const stm_header *o = (const stm_header *)t->read_set.items[i];
         if (!still_current(t, o, at_commit)) {
@@ -201,16 +207,45 @@ bool stm_validate(stm_thread *t, bool at_commit, const void **bad)
     return true;
 }
 
+/* Are the public copies we are replacing (the keys of p2p) still current?
+ * Most are in the read set too, but not the public copy a thief made of an
+ * object we write in place: the object itself is in the read set as our
+ * own copy, which its PRN keeps "current" whatever happened to the stolen
+ * committed state.  Without this check an extension could pass after a
+ * third thread replaced that state, and the transaction would then read
+ * the newer version of the object it is writing (found by the random
+ * tester, tests/model/regressions.txt). */
+static bool written_still_current(stm_thread *t, const void **bad)
+{
+    if (stm_load_relaxed(&t->stolen.count)) {
+        stm_lock(t);
+        stm_drain_stolen(t);
+        stm_unlock(t);
+    }
+    STM_MAP_FOREACH(&t->p2p, e) {
+        intptr_t rev;
+        /* Acquire: pairs with the committer's release of the copy; a lock
+         * holder never waits for us, so the spin ends. */
+        while (REV_IS_LOCK(rev = stm_load_acquire(&((stm_header *)e->key)->revision)))
+            stm_cpu_relax();
+        if (!REV_IS_STAMP(rev)) {
+            *bad = (const void *)e->key;
+            return false;
+        }
+    }
+    return true;
+}
+
 /* A read met a copy committed after our snapshot: move the snapshot to now
- * if everything read so far is still current (extendable timestamps),
- * otherwise abort.  Keeps every attempt consistent (opacity). */
+ * if everything read or being replaced is still current (extendable
+ * timestamps), otherwise abort.  Keeps every attempt consistent (opacity). */
 void stm_extend_snapshot(stm_thread *t, const void *why)
 {
     /* Acquire: pairs with committers' release of the clock. */
     intptr_t now = stm_load_acquire(&stm_g.time) & ~(intptr_t)1;
     const void *bad = NULL;
     stm_stat(t, STAT_read_validations, 1);
-    if (!stm_validate(t, false, &bad))
+    if (!stm_validate(t, false, &bad) || !written_still_current(t, &bad))
         stm_abort_tx(t, STM_ABORT_VALIDATE_INFLIGHT, bad ? bad : why);
     t->snapshot = now;
 }
@@ -446,13 +481,9 @@ STM_API void *stm__write_slow(void *obj)
          * it fits without a collection, else into old space; the write
          * barrier never collects. */
         size_t rounded = stm_round_size(size);
-        stm_header *copy;
-        bool young = rounded <= stm_g.large_threshold &&
-                     (size_t)(t->tl->nursery_end - t->tl->nursery_cur) >= rounded;
-        if (young) {
-            copy = (stm_header *)t->tl->nursery_cur;
-            t->tl->nursery_cur += rounded;
-        } else {
+        stm_header *copy = rounded <= stm_g.large_threshold ? gc_nursery_take(t, rounded) : NULL;
+        bool young = copy != NULL;
+        if (!young) {
             copy = gc_old_alloc(t, size);
             if (!copy)
                 stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);

@@ -189,6 +189,8 @@ STM_API int stm_thread_attach(void)
 {
     if (!stm_g.initialised || stm_me)
         return STM_ESTATE;
+    if (stm_lifecycle_attach() != STM_OK)
+        return STM_ENOMEM;
     pthread_mutex_lock(&stm_g.threads_mutex);
     stm_thread *t = NULL;
     unsigned idx;
@@ -467,7 +469,7 @@ static void begin_tx(stm_thread *t)
     t->tx_alloc_done = 0;
     t->tx_alloc_mark = stm__tl.nursery_cur;
     t->tx_slow_reads = 0;
-    stm__tl.nursery_end = t->nursery_limit;
+    stm__tl.nursery_end = gc_nursery_alloc_end(t);
     stm__tl.prn = t->prn;
 }
 
@@ -751,6 +753,32 @@ static void commit_tx(stm_thread *t)
         stm_store_release(&r->revision, (intptr_t)s);
     }
     stm_vec_clear(&t->write_locks);
+    /* The read set may carry over to our next transaction (C5).  The
+     * public copies we just replaced are outdated now, by us: put our
+     * copies, the new versions, in their place (DESIGN.md O2).  Validation
+     * could follow the old copy through our stub instead, but a thief
+     * re-points that stub and path compression skips it, after which the
+     * old copy looks replaced by someone else: a reader's steal made our
+     * next commit abort (found by the random tester).  Such an entry is
+     * one whose revision we just set to one of our stubs, possibly behind
+     * a copy of ours that a thief published (F_MOVED, same content; set
+     * under our lock, which we hold).  The scan is bounded: a larger read
+     * set (duplicates pile up until compaction) is not carried over at
+     * all, which costs the next transaction some slow-path reads but keeps
+     * this commit O(writes + 256). */
+    if (t->read_set.count > 256)
+        t->read_set.count = 0;   /* begin_tx clears the cache: see below */
+    for (size_t i = 0; i < t->read_set.count; i++) {
+        const stm_header *o = (const stm_header *)t->read_set.items[i];
+        while (stm_load_relaxed(&o->flags) & F_MOVED)
+            o = (const stm_header *)stm_load_acquire(&o->revision);
+        intptr_t rev = stm_load_acquire(&o->revision);
+        if (!REV_IS_PTR(rev))
+            continue;
+        const stm_stub *s = (const stm_stub *)rev;
+        if ((stm_load_relaxed(&s->hdr.flags) & F_STUB) && s->owner == t->index)
+            t->read_set.items[i] = (uintptr_t)(stm_load_relaxed(&s->hdr.revision) & ~(intptr_t)3);
+    }
     stm_map_clear(&t->p2p);
     finish_pfp(t);
     next_prn(t);
@@ -758,8 +786,9 @@ static void commit_tx(stm_thread *t)
     if (t->state == TX_INEVITABLE)
         release_inevitable(t, t->inevitable_time + 2);
     /* Our reads were valid at t->snapshot and our own commit is the only
-     * one between it and +2: the cache stays valid. */
-    t->carry_snapshot = t->snapshot + 2;
+     * one between it and +2: the cache stays valid (unless the read set
+     * was dropped above: then C1 needs the cache cleared too). */
+    t->carry_snapshot = t->read_set.count || !t->cache_fills.count ? t->snapshot + 2 : -1;
     stm_stat(t, STAT_commits_shared, 1);
 done:
     stm_stat(t, STAT_commits, 1);
@@ -816,7 +845,13 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
         stm_header *o = (stm_header *)t->pfp.items[i];
         stm_header *backup = (stm_header *)o->ident;
         size_t size = gc_object_size(backup);
+#ifdef STM_MUTANT_NO_BACKUP_RESTORE
+        /* Planted bug (docs/TESTING.md, "Mutants"): only the header comes
+         * back, the fields keep the aborted attempt's values. */
+        memcpy(o, backup, sizeof(stm_header));
+#else
         memcpy(o, backup, size);
+#endif
         o->flags &= ~(F_BACKUP | F_WRITE_BARRIER);
         if (!stm_is_young(t, o)) {
             /* Old objects must be in the remembered set or carry the flag. */

@@ -234,6 +234,11 @@ static inline void stm_stat(stm_thread *t, int which, uint64_t n)
     stm_counter_add(&t->stats[which], n);
 }
 
+/* ---- lifecycle.c ------------------------------------------------------ */
+/* Called by stm_thread_attach: arms the thread-exit destructor and the
+ * fork handlers (docs/DESIGN.md 11).  STM_OK or STM_ENOMEM. */
+STM_HIDDEN int stm_lifecycle_attach(void);
+
 /* ---- barrier.c -------------------------------------------------------- */
 /* Resolves any pointer to the copy this transaction must use. */
 STM_HIDDEN void *stm_resolve(stm_thread *t, const void *obj);
@@ -306,8 +311,17 @@ STM_HIDDEN void gc_check_doomed(stm_thread *t);
 STM_HIDDEN void gc_major_collect(stm_thread *t, int state);
 /* After a minor collection: starts a major one if the heap grew enough. */
 STM_HIDDEN void gc_maybe_major(stm_thread *t);
+/* In a fork child: no collection is pending and only `me` runs. */
+STM_HIDDEN void gc_fork_child(stm_thread *me);
 /* Called when mapping memory failed or the limit was hit. */
 STM_HIDDEN void gc_out_of_memory(size_t bytes);
+/* The allocation limit the inline fast path sees in a transaction: the
+ * nursery's end, or the bump pointer itself when freed nursery memory is
+ * poisoned (ASan builds), so that every allocation unpoisons. */
+STM_HIDDEN char *gc_nursery_alloc_end(const stm_thread *t);
+/* `rounded` bytes of the nursery if they fit without a collection, else
+ * NULL (the write barrier's copies; it never collects). */
+STM_HIDDEN void *gc_nursery_take(stm_thread *t, size_t rounded);
 
 /* Adds the nursery bytes allocated since the last call to the stats. */
 static inline void stm_account_allocation(stm_thread *t)

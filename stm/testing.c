@@ -59,5 +59,15 @@ STM_API int stm_test_is_young(const void *obj) { return stm_me && stm_is_young(s
 STM_API unsigned stm_test_owner_of(const void *obj) { return gc_owner_of(obj); }
 STM_API unsigned stm_test_thread_index(void) { return stm_me ? stm_me->index : 0; }
 STM_API intptr_t stm_test_global_time(void) { return stm_load_acquire(&stm_g.time); }
+STM_API intptr_t stm_test_last_commit_point(void)
+{
+    stm_thread *t = stm_me;
+    if (!t)
+        return -1;
+    /* Only a shared commit sets carry_snapshot to snapshot + 2 (its
+     * commit time t is the snapshot, the clock is now t + 2); other
+     * commits leave it at the begin time, never above the snapshot. */
+    return t->carry_snapshot == t->snapshot + 2 ? t->snapshot + 1 : t->snapshot;
+}
 STM_API size_t stm_test_read_set_size(void) { return stm_me ? stm_me->read_set.count : 0; }
 #endif

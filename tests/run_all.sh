@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Build and test the variants CI relies on, one after the other:
 #   release  what users get
-#   debug    STM_DEBUG=2 internal invariants, test hooks
-#   asan     AddressSanitizer + UBSan over the Criterion suite and programs
-# tsan is left out: it needs its own stress runs (scons --variant=tsan test).
+#   debug    STM_DEBUG=2 internal invariants, test hooks, the random tester
+#            and the history checker
+#   asan     AddressSanitizer + UBSan (freed nursery memory poisoned) over
+#            the Criterion suite, the programs and the model tests
+#   tsan     ThreadSanitizer over the programs, the random tester and the
+#            history checker, at short sizes (Criterion cannot run under
+#            TSan); its "test" target is this short stress run
+# The long forms are "scons --variant=debug stress" (docs/TESTING.md).
 #
 # Usage: tests/run_all.sh [extra scons arguments, e.g. --cc=clang --werror]
 # STM_VARIANTS="debug asan" tests/run_all.sh runs a subset.
@@ -11,7 +16,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-read -r -a variants <<< "${STM_VARIANTS:-release debug asan}"
+read -r -a variants <<< "${STM_VARIANTS:-release debug asan tsan}"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -34,6 +34,15 @@ intptr_t stm_test_global_time(void);
 /* Size of the calling thread's read set. */
 size_t stm_test_read_set_size(void);
 
+/* The serialisation point of the calling thread's last commit, for the
+ * history checker (tests/model/history.c): a shared commit that took the
+ * clock from t to t+2 returns t+1 (odd); a read-only or private commit
+ * returns its final snapshot (even), since it serialises there (DESIGN.md
+ * 3.3).  Commits are serialisable in the order of these points; equal
+ * (even) points do not conflict with each other.  Valid after stm_run or
+ * stm_commit returned, until the thread's next transaction begins. */
+intptr_t stm_test_last_commit_point(void);
+
 /* Makes the Nth internal allocation from now fail (n = 0: the next one);
  * a negative n disables injection. */
 void stm_test_fail_allocations(long n);
