@@ -108,17 +108,38 @@ typedef struct stm_config {
     unsigned max_attempts;         /* attempts before a transaction is retried as
                                       inevitable (guaranteed progress); default 16 */
     unsigned max_threads;          /* default and maximum 4095 */
+    int rtm;                       /* lock elision with Intel RTM: STM_RTM_AUTO
+                                      (default), STM_RTM_ON or STM_RTM_OFF */
 } stm_config;
+
+/* Values of stm_config.rtm.  The library's own short critical sections
+ * (its per-thread collection locks, taken by commits, in-place writes and
+ * stealing) may run as hardware transactions instead of taking the lock
+ * (docs/DESIGN.md, "Lock elision").  AUTO elides when the CPU offers RTM,
+ * is not on the list of models with TSX errata, and a start-up self-test
+ * commits a hardware transaction; otherwise the locks are taken as usual,
+ * at the cost of one well-predicted branch.  ON is the same but makes
+ * stm_init fail with STM_ENOTSUP where RTM is not usable.  OFF never
+ * elides.  Elision changes no result, only timing. */
+enum { STM_RTM_AUTO = 0, STM_RTM_ON = 1, STM_RTM_OFF = 2 };
 
 /* Fills `cfg` with the defaults.  Callable at any time. */
 STM_API void stm_config_init(stm_config *cfg);
 
 /* Initialises the library.  Call once, before any other call except
  * stm_config_init and stm_set_fatal_handler.  Environment variables
- * override some fields: STM_NURSERY_SIZE (bytes, k/M suffixes).
- * Returns STM_OK, STM_EINVAL (missing callback, bad size) or STM_ESTATE
- * (already initialised). */
+ * override some fields: STM_NURSERY_SIZE (bytes, k/M suffixes) and
+ * STM_RTM (auto, on or off: stm_config.rtm).  Returns STM_OK, STM_EINVAL
+ * (missing callback, bad size, an rtm value or STM_RTM spelling not
+ * listed), STM_ENOTSUP (rtm on, and RTM is not usable here:
+ * stm_rtm_enabled says why) or STM_ESTATE (already initialised). */
 STM_API int stm_init(const stm_config *cfg);
+
+/* Whether stm_init enabled lock elision (1) or not (0).  If `why` is not
+ * NULL it receives a short text starting with "on: " or "off: " that names
+ * the mechanism or the reason ("off: the CPU does not offer RTM"); after
+ * a failed stm_init, the reason of the failure.  Callable at any time. */
+STM_API int stm_rtm_enabled(const char **why);
 
 /* Registers the calling thread with the library.  Every thread, the
  * main thread included, must attach before it runs a transaction or
@@ -561,7 +582,18 @@ STM_API int stm_last_abort(stm_abort_info *out);
     X(minor_collections, "minor collections")                                \
     X(bytes_allocated, "bytes allocated")                                    \
     X(bytes_promoted, "bytes copied out of nurseries")                       \
-    X(backups_made, "backup copies made for in-place writes")
+    X(backups_made, "backup copies made for in-place writes")              \
+    X(rtm_elided, "lock critical sections run as hardware transactions")    \
+    X(rtm_fallbacks, "elision attempts that gave up and took the lock")     \
+    X(rtm_abort_busy, "elision aborts: the lock was held")                  \
+    X(rtm_abort_conflict, "elision aborts: memory conflict (transient)")    \
+    X(rtm_abort_retry, "elision aborts: retry hinted (transient)")          \
+    X(rtm_abort_capacity, "elision aborts: too much memory touched")        \
+    X(rtm_abort_debug, "elision aborts: debug breakpoint")                  \
+    X(rtm_abort_nested, "elision aborts: inside a nested transaction")      \
+    X(rtm_abort_explicit, "elision aborts: other explicit abort (fatal)")   \
+    X(rtm_abort_unknown, "elision aborts: no cause given (interrupt, "      \
+                         "system call, page fault, TSX disabled)")
 
 #define STM_STATS_VERSION 1
 typedef struct stm_stats {
