@@ -108,20 +108,23 @@ typedef struct stm_config {
     unsigned max_attempts;         /* attempts before a transaction is retried as
                                       inevitable (guaranteed progress); default 16 */
     unsigned max_threads;          /* default and maximum 4095 */
-    int rtm;                       /* lock elision with Intel RTM: STM_RTM_AUTO
-                                      (default), STM_RTM_ON or STM_RTM_OFF */
+    int rtm;                       /* lock elision with Intel RTM: STM_RTM_OFF
+                                      (default), STM_RTM_AUTO or STM_RTM_ON */
 } stm_config;
 
 /* Values of stm_config.rtm.  The library's own short critical sections
  * (its per-thread collection locks, taken by commits, in-place writes and
  * stealing) may run as hardware transactions instead of taking the lock
- * (docs/DESIGN.md, "Lock elision").  AUTO elides when the CPU offers RTM,
- * is not on the list of models with TSX errata, and a start-up self-test
- * commits a hardware transaction; otherwise the locks are taken as usual,
- * at the cost of one well-predicted branch.  ON is the same but makes
- * stm_init fail with STM_ENOTSUP where RTM is not usable.  OFF never
- * elides.  Elision changes no result, only timing. */
-enum { STM_RTM_AUTO = 0, STM_RTM_ON = 1, STM_RTM_OFF = 2 };
+ * (docs/DESIGN.md, "Lock elision").  OFF, the default, never elides:
+ * these locks are nearly always uncontended, and where measured a
+ * hardware transaction cost more than the lock it replaced
+ * (docs/PERFORMANCE.md).  AUTO elides when the CPU offers RTM, is not on
+ * the list of models with TSX errata, and a start-up self-test commits a
+ * hardware transaction; otherwise it takes the locks as usual, at the
+ * cost of one well-predicted branch.  ON is AUTO, except that stm_init
+ * fails with STM_ENOTSUP where RTM is not usable.  Elision changes no
+ * result, only timing. */
+enum { STM_RTM_OFF = 0, STM_RTM_AUTO = 1, STM_RTM_ON = 2 };
 
 /* Fills `cfg` with the defaults.  Callable at any time. */
 STM_API void stm_config_init(stm_config *cfg);

@@ -413,7 +413,7 @@ int stm_rtm_init(int mode)
     }
 #endif
     if (mode == STM_RTM_OFF) {
-        state_text = "off: disabled (STM_RTM=off or stm_config.rtm)";
+        state_text = "off: disabled (the default; STM_RTM=auto or stm_config.rtm enables)";
         return STM_OK;
     }
     const char *why = backend == STM_RTM_BACKEND_HW ? hw_unusable() : NULL;

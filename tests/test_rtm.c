@@ -8,8 +8,9 @@
  *   - the statistics per cause;
  *   - correctness with two threads under the emulation, the script and
  *     (where the CPU has it) the hardware.
- * Each test picks its backend with setenv before stm_init, so the suite
- * gives the same results whatever STM_RTM_BACKEND the whole run uses. */
+ * Each test picks its backend and STM_RTM with setenv before stm_init, so
+ * the suite gives the same results whatever STM_RTM_BACKEND and STM_RTM
+ * the whole run uses. */
 #include "support/tx_macros.h"
 
 #include <sched.h>
@@ -157,6 +158,16 @@ Test(rtm_init, config_off)
     CHECK_EQ(stm_rtm_enabled(NULL), 0);
 }
 
+Test(rtm_init, default_is_off)
+{
+    stm_config cfg;
+    stm_config_init(&cfg);
+    CHECK_EQ(cfg.rtm, STM_RTM_OFF);
+    CHECK_EQ(rtm_init("emulate", NULL, cfg.rtm), STM_OK);
+    CHECK_EQ(stm_rtm_enabled(NULL), 0);
+    CHECK_WHY("off: disabled");
+}
+
 Test(rtm_init, environment_overrides_config)
 {
     CHECK_EQ(rtm_init("emulate", "auto", STM_RTM_OFF), STM_OK);
@@ -169,6 +180,7 @@ Test(rtm_init, bad_spellings_are_errors)
     CHECK_EQ(rtm_init("emulate", "yes", STM_RTM_AUTO), STM_EINVAL);
     CHECK_WHY("STM_RTM");
     CHECK_EQ(rtm_init("emulate", NULL, 7), STM_EINVAL);
+    CHECK_EQ(rtm_init("emulate", NULL, -1), STM_EINVAL);
     CHECK_EQ(rtm_init("htm", NULL, STM_RTM_AUTO), STM_EINVAL);
     CHECK_WHY("STM_RTM_BACKEND");
     /* The library is still usable after a refused configuration. */
