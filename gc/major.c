@@ -1,5 +1,5 @@
 /* major.c -- the major collection of the old generation (docs/DESIGN.md,
- * section 11).
+ * section 13).
  *
  * One thread (the one whose allocation found the heap grown, or that
  * called stm_major_collect) becomes the collector.  It raises
@@ -111,7 +111,7 @@ static void notify_collector(void)
 void gc_park(stm_thread *t, int state)
 {
     /* The depth at which we park: what lies below is the stack a
-     * collection may scan while we are away (DESIGN.md 11.2). */
+     * collection may scan while we are away (DESIGN.md 13.2). */
     t->park_top = t->tl ? t->tl->ss_top : NULL;
     /* Seq_cst store then seq_cst load, against the collector's seq_cst
      * store of gc_requested then load of gc_state (a Dekker handshake):
@@ -576,7 +576,7 @@ static bool can_relocate(const stm_header *x)
 static bool entry_outdated(const void *p)
 {
     /* A moved copy promises the content of its target: it is outdated if
-     * that target is (DESIGN.md 11.4; compaction does not keep the
+     * that target is (DESIGN.md 13.4; compaction does not keep the
      * promise for such chains, so these readers must go). */
     const stm_header *h = p;
     while ((h->flags & (F_MOVED | F_PUBLIC | F_PFP | F_BACKUP)) == F_MOVED &&
@@ -900,7 +900,7 @@ static bool collect(stm_thread *self)
     clear_statics(cx);
 
     /* Caches may name copies just freed or moved, and a freed address may
-     * be reused: every thread starts over (DESIGN.md 11.5). */
+     * be reused: every thread starts over (DESIGN.md 13.5). */
     for (unsigned i = 1; i <= n; i++) {
         stm_thread *t = stm_g.threads[i];
         t->carry_snapshot = -1;

@@ -1,5 +1,5 @@
 /* objects.c -- identity, weak references and finalizable objects
- * (docs/DESIGN.md, section 11.6).
+ * (docs/DESIGN.md, section 13.6).
  *
  * Identity is the address of an object's *original*: the first old copy
  * it ever had.  Every later copy (a thief's public copy, a private copy

@@ -108,7 +108,7 @@ typedef struct stm_config {
     unsigned max_attempts;         /* attempts before a transaction is retried as
                                       inevitable (guaranteed progress); default 16 */
     unsigned max_threads;          /* default and maximum 4095 */
-    /* -- the old generation (docs/DESIGN.md, section 11) -- */
+    /* -- the old generation (docs/DESIGN.md, section 13) -- */
     size_t heap_limit;             /* bytes of GC memory (nurseries, old pages,
                                       large objects) the library may map; 0:
                                       no limit (default) */
@@ -122,7 +122,23 @@ typedef struct stm_config {
                                       request for `bytes` fails even after a
                                       major collection, just before the
                                       transaction is rolled back; optional */
+    int rtm;                       /* lock elision with Intel RTM: STM_RTM_OFF
+                                      (default), STM_RTM_AUTO or STM_RTM_ON */
 } stm_config;
+
+/* Values of stm_config.rtm.  The library's own short critical sections
+ * (its per-thread collection locks, taken by commits, in-place writes and
+ * stealing) may run as hardware transactions instead of taking the lock
+ * (docs/DESIGN.md 12, "Lock elision").  OFF, the default, never elides:
+ * these locks are nearly always uncontended, and where measured a
+ * hardware transaction cost more than the lock it replaced
+ * (docs/PERFORMANCE.md).  AUTO elides when the CPU offers RTM, is not on
+ * the list of models with TSX errata, and a start-up self-test commits a
+ * hardware transaction; otherwise it takes the locks as usual, at the
+ * cost of one well-predicted branch.  ON is AUTO, except that stm_init
+ * fails with STM_ENOTSUP where RTM is not usable.  Elision changes no
+ * result, only timing. */
+enum { STM_RTM_OFF = 0, STM_RTM_AUTO = 1, STM_RTM_ON = 2 };
 
 /* Fills `cfg` with the defaults.  Callable at any time. */
 STM_API void stm_config_init(stm_config *cfg);
@@ -130,10 +146,18 @@ STM_API void stm_config_init(stm_config *cfg);
 /* Initialises the library.  Call once, before any other call except
  * stm_config_init and stm_set_fatal_handler.  Environment variables
  * override some fields: STM_NURSERY_SIZE and STM_HEAP_LIMIT (bytes, k/M/G
- * suffixes), STM_MAJOR_GROWTH (percent), STM_MAJOR_MIN_HEAP (bytes).
- * Returns STM_OK, STM_EINVAL (missing callback, bad size) or STM_ESTATE
- * (already initialised). */
+ * suffixes), STM_MAJOR_GROWTH (percent), STM_MAJOR_MIN_HEAP (bytes) and
+ * STM_RTM (auto, on or off: stm_config.rtm).  Returns STM_OK, STM_EINVAL
+ * (missing callback, bad size, an rtm value or STM_RTM spelling not
+ * listed), STM_ENOTSUP (rtm on, and RTM is not usable here:
+ * stm_rtm_enabled says why) or STM_ESTATE (already initialised). */
 STM_API int stm_init(const stm_config *cfg);
+
+/* Whether stm_init enabled lock elision (1) or not (0).  If `why` is not
+ * NULL it receives a short text starting with "on: " or "off: " that names
+ * the mechanism or the reason ("off: the CPU does not offer RTM"); after
+ * a failed stm_init, the reason of the failure.  Callable at any time. */
+STM_API int stm_rtm_enabled(const char **why);
 
 /* Registers the calling thread with the library.  Every thread, the
  * main thread included, must attach before it runs a transaction or
@@ -656,7 +680,18 @@ STM_API int stm_last_abort(stm_abort_info *out);
     X(bytes_freed, "old-generation bytes freed by major collections")        \
     X(copies_compacted, "outdated copies and stubs removed by compaction")   \
     X(weakrefs_cleared, "weak references cleared")                           \
-    X(finalizers_run, "finalizers called")
+    X(finalizers_run, "finalizers called")                                    \
+    X(rtm_elided, "lock critical sections run as hardware transactions")    \
+    X(rtm_fallbacks, "elision attempts that gave up and took the lock")     \
+    X(rtm_abort_busy, "elision aborts: the lock was held")                  \
+    X(rtm_abort_conflict, "elision aborts: memory conflict (transient)")    \
+    X(rtm_abort_retry, "elision aborts: retry hinted (transient)")          \
+    X(rtm_abort_capacity, "elision aborts: too much memory touched")        \
+    X(rtm_abort_debug, "elision aborts: debug breakpoint")                  \
+    X(rtm_abort_nested, "elision aborts: inside a nested transaction")      \
+    X(rtm_abort_explicit, "elision aborts: other explicit abort (fatal)")   \
+    X(rtm_abort_unknown, "elision aborts: no cause given (interrupt, "      \
+                         "system call, page fault, TSX disabled)")
 
 #define STM_STATS_VERSION 2
 typedef struct stm_stats {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "stm/core.h"
+#include "stm/elide.h"
 #include "gc/pages.h"
 
 static inline stm__cache_entry *way0(stm_thread *t, const void *key)
@@ -456,10 +457,10 @@ STM_API void *stm__write_slow(void *obj)
             stm_header *backup = gc_old_alloc(t, size);
             if (!backup || !stm_vec_reserve(&t->pfp, 1))
                 stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, cur);
-            stm_lock(t);
+            stm_elide_lock(t);   /* DESIGN.md, 12 */
             if (stm_load_relaxed(&cur->flags) & F_MOVED) {
                 /* Stolen since we resolved it: it is public now. */
-                stm_unlock(t);
+                stm_elide_unlock(t);
                 gc_old_free(t, backup, size);
                 continue;
             }
@@ -469,7 +470,7 @@ STM_API void *stm__write_slow(void *obj)
             cur->flags |= F_PFP;
             stm_store_relaxed(&cur->revision, t->prn);
             stm_vec_push_reserved(&t->pfp, (uintptr_t)cur);
-            stm_unlock(t);
+            stm_elide_unlock(t);
             stm_stat(t, STAT_backups_made, 1);
             remember(t, cur);
             stm_cache_insert(t, obj, cur);

@@ -10,6 +10,7 @@
 #include <sched.h>
 
 #include "stm/core.h"
+#include "stm/elide.h"
 #include "gc/pages.h"
 
 stm_globals stm_g = {
@@ -43,6 +44,7 @@ void stm_fatal(const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     stm_fatal_fn *h = __atomic_load_n(&fatal_handler, __ATOMIC_ACQUIRE);
+    stm_elide_on_fatal();   /* report from outside any hardware transaction */
     h(msg);
     abort();
 }
@@ -153,6 +155,9 @@ STM_API int stm_init(const stm_config *user)
     if (cfg.nursery_size < 256 || cfg.nursery_size > ((size_t)1 << 34) ||
         cfg.max_threads >= STM_MAX_THREADS || cfg.shadow_stack_size > ((size_t)1 << 32))
         return STM_EINVAL;
+    int rtm = stm_rtm_init(cfg.rtm);   /* lock elision: STM_RTM, detection */
+    if (rtm != STM_OK)
+        return rtm;
     cfg.nursery_size = stm_round_size(cfg.nursery_size);
     stm_g.threads = stm_sys_calloc(cfg.max_threads + 1, sizeof(stm_thread *));
     if (!stm_g.threads)
@@ -652,7 +657,7 @@ static void commit_tx(stm_thread *t)
         stm_stat(t, STAT_commits_readonly, 1);
         goto done;
     }
-    stm_lock(t);
+    stm_elide_lock_hooked(t, STM_POINT_COMMIT_LOCKED);   /* DESIGN.md, 12 */
     stm_drain_stolen(t);
     if (t->p2p.count == 0) {
         /* Only thread-owned objects were written, and none of them was
@@ -660,7 +665,7 @@ static void commit_tx(stm_thread *t)
          * the clock (DESIGN.md, "Private commits"). */
         finish_pfp(t);
         next_prn(t);
-        stm_unlock(t);
+        stm_elide_unlock(t);
         if (t->state == TX_INEVITABLE)
             release_inevitable(t, t->inevitable_time);
         stm_stat(t, STAT_commits_private, 1);
@@ -675,20 +680,20 @@ static void commit_tx(stm_thread *t)
         if (!stm_vec_reserve(&t->write_locks, 2 * t->p2p.count) ||
             !stm_vec_reserve(&t->stub_memory, t->p2p.count) ||
             !stm_vec_reserve(&t->young_stubs, t->p2p.count)) {
-            stm_unlock(t);
+            stm_elide_unlock(t);
             stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
         }
         while (t->stub_memory.count < t->p2p.count) {
             void *mem = gc_old_alloc(t, sizeof(stm_stub));
             if (!mem) {
-                stm_unlock(t);
+                stm_elide_unlock(t);
                 stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, NULL);
             }
             stm_vec_push_reserved(&t->stub_memory, (uintptr_t)mem);
         }
         const void *bad = NULL;
         if (!lock_written(t, &bad)) {
-            stm_unlock(t);
+            stm_elide_unlock(t);
             /* A public copy made by a thief from an object we modify in
              * place, since changed by a third thread, is STOLEN_MODIFIED. */
             const stm_header *mine =
@@ -717,7 +722,7 @@ static void commit_tx(stm_thread *t)
             /* An inevitable transaction runs: shared commits wait for it.
              * Release everything first: it may need our locks. */
             unlock_written(t);
-            stm_unlock(t);
+            stm_elide_unlock(t);
             gc_park(t, GC_BLOCKED_FREE);
             pthread_mutex_lock(&stm_g.inevitable_mutex);
             pthread_mutex_unlock(&stm_g.inevitable_mutex);
@@ -734,7 +739,7 @@ static void commit_tx(stm_thread *t)
             stm_stat(t, STAT_read_validations, 1);
             if (!stm_validate(t, true, &vbad)) {
                 unlock_written(t);
-                stm_unlock(t);
+                stm_elide_unlock(t);
                 stm_abort_tx(t, STM_ABORT_VALIDATE_COMMIT, vbad);
             }
         }
@@ -782,7 +787,7 @@ static void commit_tx(stm_thread *t)
     stm_map_clear(&t->p2p);
     finish_pfp(t);
     next_prn(t);
-    stm_unlock(t);
+    stm_elide_unlock(t);
     if (t->state == TX_INEVITABLE)
         release_inevitable(t, t->inevitable_time + 2);
     /* Our reads were valid at t->snapshot and our own commit is the only

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "stm/core.h"
+#include "stm/elide.h"
 #include "gc/pages.h"
 
 bool stm_init_stub(stm_thread *me, stm_stub *s, stm_thread *owner, void *target)
@@ -160,14 +161,14 @@ void *stm_steal(stm_thread *me, const void *obj_or_stub, unsigned owner_index)
     if (!owner)
         stm_fatal("corrupt object %p: owner %u never existed", obj_or_stub, owner_index);
     stm_header *h = (stm_header *)obj_or_stub;
-    stm_lock(owner);
+    stm_elide_lock_hooked(owner, STM_POINT_STEAL_LOCKED);   /* DESIGN.md, 12 */
     STM_TEST_POINT(STM_POINT_STEAL_LOCKED);
     stm_header *target = h;
     bool via_stub = (stm_load_relaxed(&h->flags) & F_STUB) != 0;
     if (via_stub) {
         intptr_t rev = stm_load_relaxed(&h->revision);
         if (!REV_IS_STUBPTR(rev)) {      /* someone stole it meanwhile */
-            stm_unlock(owner);
+            stm_elide_unlock(owner);
             return (void *)rev;
         }
         target = (stm_header *)(rev & ~(intptr_t)3);
@@ -178,7 +179,7 @@ void *stm_steal(stm_thread *me, const void *obj_or_stub, unsigned owner_index)
          * Release pairs with the acquire load in stm_resolve. */
         stm_store_release(&h->revision, (intptr_t)copy);
     }
-    stm_unlock(owner);
+    stm_elide_unlock(owner);
     if (!copy)
         stm_abort_tx(me, STM_ABORT_OUT_OF_MEMORY, obj_or_stub);
     return copy;
