@@ -520,7 +520,9 @@ STM__INLINE void *stm_allocate(size_t size, uint32_t tid)
  * call that may collect (allocation, stm_run, stm_become_inevitable,
  * stm_minor_collect), pop it back afterwards; the collector updates the
  * slots when it moves objects, so always re-read the popped value.  May
- * be used inside and outside transactions.  Overflow (more than
+ * be used inside and outside transactions; outside them another thread's
+ * major collection may run at any moment, so a value popped there is
+ * dead (use it only to drop it).  Overflow (more than
  * shadow_stack_size entries) is fatal; popping an empty stack is fatal. */
 STM__INLINE void stm_push_root(void *obj)
 {
