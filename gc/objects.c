@@ -21,8 +21,10 @@ static pthread_mutex_t finalizers_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 uintptr_t gc_original_of(const stm_header *h)
 {
-    uintptr_t id = h->ident;
-    if (h->flags & F_PFP)
+    /* Relaxed: the flags of a public copy get hint bits from other
+     * threads at any time (atomically); ident does not change here. */
+    uintptr_t id = stm_load_relaxed(&h->ident);
+    if (stm_load_relaxed(&h->flags) & F_PFP)
         id = ((const stm_header *)id)->ident;     /* ident is the backup */
     if (id)
         return id;
@@ -61,8 +63,8 @@ STM_API uintptr_t stm_id(const void *obj)
      * to give the copy the same identity, and may have given c an
      * original since we looked (stealing makes the copy the original). */
     stm_lock(t);
-    if (c->flags & F_MOVED)
-        id = gc_original_of((const stm_header *)c->revision);
+    if (stm_load_relaxed(&c->flags) & F_MOVED)
+        id = gc_original_of((const stm_header *)stm_load_relaxed(&c->revision));
     else
         id = gc_original_of(c);
     if (id) {
@@ -128,7 +130,7 @@ STM_API void *stm_weakref_get(const void *ref)
     if (!ref)
         stm_fatal("stm_weakref_get called on NULL");
     const weakref *w = stm_read(ref);
-    if (!(w->hdr.flags & F_WEAKREF))
+    if (!(stm_load_relaxed(&w->hdr.flags) & F_WEAKREF))
         stm_fatal("stm_weakref_get: %p is not a weak reference (tid %u)", ref, w->hdr.tid);
     return w->target;
 }
