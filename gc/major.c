@@ -187,6 +187,7 @@ typedef struct major_ctx {
     stm_vec marked;         /* every marked heap object (compaction only) */
     stm_vec statics;        /* marked objects outside GC memory */
     stm_vec weak;           /* weak references met */
+    stm_vec scratch;        /* rekeying write sets (reserved before compacting) */
     bool want_list;         /* fill `marked` */
     bool oom;               /* a list could not grow: give up this collection */
     gc_sweep_result swept;
@@ -215,11 +216,15 @@ static void mark_obj(major_ctx *cx, const void *p)
     if (f & F_MARK)
         return;
     STM_ASSERT(!(f & F_FREE));
+    /* A static object is recorded before it is marked: its mark must be
+     * undone even if this collection gives up. */
+    if (gc_owner_of(p) == 0 && !stm_vec_push(&cx->statics, (uintptr_t)p)) {
+        cx->oom = true;
+        return;
+    }
     h->flags = f | F_MARK;
     if (f & F_SHADOW)
         return;                       /* a reserved address: nothing inside */
-    if (gc_owner_of(p) == 0)
-        push(cx, &cx->statics, p);
     push(cx, &cx->stack, p);
 }
 
@@ -243,14 +248,20 @@ void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx)
     stm_g.cfg.trace(obj, visit, ctx);
 }
 
-/* Everything one copy keeps alive: its fields (unless it only forwards),
+static bool is_outdated_public(const stm_header *h);
+
+/* Everything one copy keeps alive: its fields (unless it only forwards, or
+ * is an outdated public copy: resolving never reads those, and the
+ * transactions that read them while they were current hold them in their
+ * read sets, whose entries mark_reads traces in full),
  * the newer copy its revision names, its backup or its original. */
 static void trace_copy(major_ctx *cx, stm_header *h, bool young)
 {
     uint32_t f = h->flags;
     intptr_t rev = h->revision;
-    if (cx->want_list && !young)
-        push(cx, &cx->marked, h);
+    /* Without the list compaction is skipped, nothing else is lost. */
+    if (cx->want_list && !young && !stm_vec_push(&cx->marked, (uintptr_t)h))
+        cx->want_list = false;
     if (f & F_STUB) {
         if (REV_IS_STUBPTR(rev) || REV_IS_PTR(rev))
             mark_obj(cx, (void *)(rev & ~(intptr_t)3));
@@ -258,7 +269,7 @@ static void trace_copy(major_ctx *cx, stm_header *h, bool young)
     }
     if (f & F_WEAKREF)
         push(cx, &cx->weak, h);
-    else if (!(f & F_MOVED))
+    else if (!(f & F_MOVED) && !is_outdated_public(h))
         stm_g.cfg.trace(h, mark_visit, cx);
     if (REV_IS_PTR(rev))
         mark_obj(cx, (void *)rev);
@@ -315,6 +326,16 @@ static void mark_vec(major_ctx *cx, const stm_vec *v)
         mark_obj(cx, (void *)v->items[i]);
 }
 
+/* Copies a running transaction read (or is replacing): their fields stay
+ * alive even once outdated, since it may still read them before it
+ * validates and aborts. */
+static void mark_read(major_ctx *cx, const void *p)
+{
+    mark_obj(cx, p);
+    if (p && !is_young(p) && is_outdated_public(p))
+        gc_trace_fields((void *)p, mark_visit, cx);
+}
+
 static void pin(const void *p)
 {
     if (p && !is_young(p))
@@ -362,9 +383,10 @@ static void mark_roots(major_ctx *cx, stm_thread *self)
                 mark_obj(cx, *s);
         }
         if (in_transaction(t)) {
-            mark_vec(cx, &t->read_set);
+            for (size_t k = 0; k < t->read_set.count; k++)
+                mark_read(cx, (void *)t->read_set.items[k]);
             STM_MAP_FOREACH(&t->p2p, e) {
-                mark_obj(cx, (void *)e->key);
+                mark_read(cx, (void *)e->key);
                 mark_obj(cx, (void *)e->value);
             }
             mark_pin_vec(cx, &t->pfp);
@@ -606,15 +628,12 @@ static void doom_outdated(stm_thread *t)
         pin((void *)t->stolen.items[i]);
 }
 
-static void rekey_map(stm_map *m, stm_vec *scratch, bool *oom)
+static void rekey_map(stm_map *m, stm_vec *scratch)
 {
     if (!m->count)
         return;
     size_t n = 0;
-    if (!stm_vec_reserve(scratch, 2 * m->count)) {
-        *oom = true;
-        return;
-    }
+    STM_ASSERT(scratch->capacity >= 2 * m->count);   /* reserved in collect() */
     STM_MAP_FOREACH(m, e) {
         scratch->items[n++] = (uintptr_t)fwd((void *)e->key);
         scratch->items[n++] = e->value;
@@ -645,15 +664,14 @@ static void compact(major_ctx *cx, stm_thread *self)
     for (size_t i = 0; i < cx->marked.count; i++) {
         stm_header *x = (stm_header *)cx->marked.items[i];
         uint32_t f = x->flags;
-        if (!(f & (F_STUB | F_MOVED | F_WEAKREF)))
+        /* Fields of outdated copies may name blocks freed earlier. */
+        if (!(f & (F_STUB | F_MOVED | F_WEAKREF)) && !is_outdated_public(x))
             stm_g.cfg.trace(x, fwd_visit, NULL);
     }
     for (size_t i = 0; i < cx->weak.count; i++) {
         weakref *w = (weakref *)cx->weak.items[i];
         w->target = fwd(w->target);
     }
-    stm_vec scratch = { 0 };
-    bool oom = false;
     for (unsigned i = 1; i <= n; i++) {
         stm_thread *t = stm_g.threads[i];
         for_each_young(t, fwd_young, cx);
@@ -665,14 +683,11 @@ static void compact(major_ctx *cx, stm_thread *self)
         if (in_transaction(t) && t->gc_doomed == STM_ABORT_REASON_COUNT) {
             for (size_t k = 0; k < t->read_set.count; k++)
                 t->read_set.items[k] = (uintptr_t)fwd((void *)t->read_set.items[k]);
-            rekey_map(&t->p2p, &scratch, &oom);
+            rekey_map(&t->p2p, &cx->scratch);
             for (size_t k = 0; k < t->stolen.count; k += 2)
                 t->stolen.items[k] = (uintptr_t)fwd((void *)t->stolen.items[k]);
         }
     }
-    stm_vec_free(&scratch);
-    if (oom)
-        stm_fatal("out of memory while compacting (rekeying a write set)");
     /* 4. Forwarded-away copies die unless something we may not rewrite
      *    names them; those stay as one-hop forwarders.  Decided before the
      *    moves, which change what the chains look like. */
@@ -773,7 +788,7 @@ static void verify_copy(const stm_header *h)
     verify_from = h;
     verify_what = "field of";
     uint32_t f = h->flags;
-    if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)))
+    if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)) && !is_outdated_public(h))
         stm_g.cfg.trace((void *)h, verify_visit, NULL);
     verify_what = "revision of";
     if (REV_IS_PTR(h->revision) || ((f & F_STUB) && REV_IS_STUBPTR(h->revision)))
@@ -863,6 +878,15 @@ static bool collect(stm_thread *self)
     for (unsigned i = 1; i <= n; i++)
         if (holds_locals(stm_g.threads[i]) && stm_g.threads[i] != self)
             compacting = false;
+    /* Compaction rekeys write sets: room for the largest, or no
+     * compaction this time. */
+    size_t biggest = 0;
+    for (unsigned i = 1; i <= n; i++)
+        if (stm_g.threads[i]->p2p.count > biggest)
+            biggest = stm_g.threads[i]->p2p.count;
+    cx->scratch.count = 0;
+    if (compacting && !stm_vec_reserve(&cx->scratch, 2 * biggest))
+        compacting = false;
     cx->want_list = compacting;
 
     mark_roots(cx, self);
@@ -890,6 +914,8 @@ static bool collect(stm_thread *self)
     }
     process_weakrefs(cx);
     run_finalizers(cx);
+    if (compacting && !cx->want_list)
+        compacting = false;
     if (compacting)
         compact(cx, self);
 #if STM_DEBUG >= 2
