@@ -348,6 +348,15 @@ void gc_old_free(stm_thread *t, void *p, size_t size)
     free_block(t, p, c, csize);
 }
 
+/* The end of the blocks page pg has handed out: all of them, or up to the
+ * bump pointer if it is its class's current page.  *current tells which. */
+static char *page_used_end(const gc_oldspace *o, const gc_page *pg, size_t csize, bool *current)
+{
+    const gc_class_state *cs = &o->cls[pg->cls];
+    *current = cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE;
+    return *current ? cs->bump : pg->start + (GC_PAGE / csize) * csize;
+}
+
 void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
 {
     gc_oldspace *o = &t->old;
@@ -362,10 +371,8 @@ void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
             continue;
         size_t csize = class_size_of(pg->cls);
         gc_class_state *cs = &o->cls[pg->cls];
-        char *end = pg->start + (GC_PAGE / csize) * csize;
-        bool current = cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE;
-        if (current)
-            end = cs->bump;
+        bool current;
+        char *end = page_used_end(o, pg, csize, &current);
         void *page_free = NULL;      /* this page's free blocks, in order */
         void **tail = &page_free;
         size_t live = 0, nfree = 0;
@@ -433,10 +440,8 @@ void gc_verify_oldspace(stm_thread *t, void (*check)(const stm_header *))
         if (pg->cls < 0)
             continue;
         size_t csize = class_size_of(pg->cls);
-        gc_class_state *cs = &o->cls[pg->cls];
-        char *end = pg->start + (GC_PAGE / csize) * csize;
-        if (cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE)
-            end = cs->bump;
+        bool current;
+        char *end = page_used_end(o, pg, csize, &current);
         for (char *b = pg->start; b < end; b += csize) {
             stm_header *h = (stm_header *)b;
             if ((h->flags & F_MARK) && !(h->flags & F_SHADOW))
@@ -458,10 +463,8 @@ void gc_unmark_oldspace(stm_thread *t)
         if (pg->cls < 0)
             continue;
         size_t csize = class_size_of(pg->cls);
-        gc_class_state *cs = &o->cls[pg->cls];
-        char *end = pg->start + (GC_PAGE / csize) * csize;
-        if (cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE)
-            end = cs->bump;
+        bool current;
+        char *end = page_used_end(o, pg, csize, &current);
         for (char *b = pg->start; b < end; b += csize) {
             stm_header *h = (stm_header *)b;
             if (!(h->flags & F_FREE))
