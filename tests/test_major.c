@@ -32,6 +32,7 @@
  *
  * Criterion runs a suite's fixtures as well as a test's, so each test names
  * its own fixture. */
+#include "support/injection.h"
 #include "support/tx_macros.h"
 
 #include <stdarg.h>
@@ -1500,40 +1501,6 @@ Test(major, heap_limit_recovers_when_the_nursery_references_dropped_data,
 
 #ifdef STM_TESTING
 
-/* Each injection point runs in a child process of its own (as in
- * test_misuse.c): the child reports on a pipe and exits with 0 (nothing
- * failed), FI_ENOMEM (a failure was reported cleanly and the state
- * checked) or anything else (a bug). */
-#define FI_ENOMEM 10
-static int fi_pipe = -1;
-
-static void fi_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void fi_say(const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n > 0 && fi_pipe >= 0)
-        (void)!write(fi_pipe, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-}
-
-static void fi_fatal(const char *msg)
-{
-    fi_say("fatal error: %s", msg);
-    _exit(3);
-}
-
-#define FI_CHECK(cond, ...)                                                     \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fi_say("line %d: %s: ", __LINE__, #cond);                           \
-            fi_say(__VA_ARGS__);                                                \
-            _exit(4);                                                           \
-        }                                                                       \
-    } while (0)
-
 TS_PREBUILT_NODE(g_fi);
 enum { FI_LIST = 300 };
 
@@ -1592,20 +1559,20 @@ static int tx_fi_check(void *arg)
     const long *expect = arg;     /* [0]: 1 if the build committed */
     node *g = RD(fi_container());
     if (!expect[0]) {
-        FI_CHECK(g->left == NULL && g->right == NULL, "a rolled-back build left %p %p",
+        TS_CHILD_CHECK(g->left == NULL && g->right == NULL, "a rolled-back build left %p %p",
                  (void *)g->left, (void *)g->right);
         return STM_DONE;
     }
     long n = 0;
     for (node *p = g->left; p; p = RD(p)->left, n++)
-        FI_CHECK(RD(p)->value == FI_LIST - 1 - n, "node %ld holds %ld", n, RD(p)->value);
-    FI_CHECK(n == FI_LIST, "the list has %ld nodes", n);
+        TS_CHILD_CHECK(RD(p)->value == FI_LIST - 1 - n, "node %ld holds %ld", n, RD(p)->value);
+    TS_CHILD_CHECK(n == FI_LIST, "the list has %ld nodes", n);
     g = RD(fi_container());
-    FI_CHECK(stm_id(g->left) == (uintptr_t)g->value, "stm_id of the head changed");
+    TS_CHILD_CHECK(stm_id(g->left) == (uintptr_t)g->value, "stm_id of the head changed");
     g = RD(fi_container());
     void *t = stm_weakref_get(g->right);
-    FI_CHECK(t != NULL, "the weak reference to the live head was cleared");
-    FI_CHECK(stm_id_equal(t, RD(fi_container())->left), "the weak reference leads elsewhere");
+    TS_CHILD_CHECK(t != NULL, "the weak reference to the live head was cleared");
+    TS_CHILD_CHECK(stm_id_equal(t, RD(fi_container())->left), "the weak reference leads elsewhere");
     return STM_DONE;
 }
 
@@ -1623,42 +1590,42 @@ static node *g_fi_pub;
 static void fi_check_all(const long *expect)
 {
     int r = stm_run(tx_fi_check, (void *)expect);
-    FI_CHECK(r == STM_OK, "check: stm_run returned %d", r);
+    TS_CHILD_CHECK(r == STM_OK, "check: stm_run returned %d", r);
     if (expect[1]) {
-        FI_CHECK(stm_begin_inevitable() == STM_OK, "begin");
-        FI_CHECK(RD(g_fi_pub)->value == FI_LIST - 1, "the published head holds %ld",
+        TS_CHILD_CHECK(stm_begin_inevitable() == STM_OK, "begin");
+        TS_CHILD_CHECK(RD(g_fi_pub)->value == FI_LIST - 1, "the published head holds %ld",
                  RD(g_fi_pub)->value);
-        FI_CHECK(stm_id_equal(g_fi_pub, RD(fi_container())->left),
+        TS_CHILD_CHECK(stm_id_equal(g_fi_pub, RD(fi_container())->left),
                  "the published copy is another object");
-        FI_CHECK(stm_commit() == STM_OK, "commit");
+        TS_CHILD_CHECK(stm_commit() == STM_OK, "commit");
     }
 }
 
 static void fi_body(long n)
 {
-    stm_set_fatal_handler(fi_fatal);
+    stm_set_fatal_handler(ts_child_fatal);
     stm_config cfg;
     ts_options o = { .nursery_size = 64 << 10 };
     ts_config(&cfg, &o);
-    FI_CHECK(stm_init(&cfg) == STM_OK, "init");
-    FI_CHECK(stm_thread_attach() == STM_OK, "attach");
+    TS_CHILD_CHECK(stm_init(&cfg) == STM_OK, "init");
+    TS_CHILD_CHECK(stm_thread_attach() == STM_OK, "attach");
     if (g_fi_variant == FI_PREBUILT) {
         g_fi.value = 0;
-        FI_CHECK(stm_register_prebuilt(&g_fi) == STM_OK, "prebuilt");
+        TS_CHILD_CHECK(stm_register_prebuilt(&g_fi) == STM_OK, "prebuilt");
     } else {
         node *c = NULL;
-        FI_CHECK(stm_run(tx_fi_make_container, &c) == STM_OK, "container");
+        TS_CHILD_CHECK(stm_run(tx_fi_make_container, &c) == STM_OK, "container");
         g_fi_root = stm_publish(c);
-        FI_CHECK(g_fi_root != NULL, "publish");
-        FI_CHECK(stm_register_global_root((void **)&g_fi_root) == STM_OK, "global root");
+        TS_CHILD_CHECK(g_fi_root != NULL, "publish");
+        TS_CHILD_CHECK(stm_register_global_root((void **)&g_fi_root) == STM_OK, "global root");
     }
     bool failed = false;
     node *head = NULL;
     stm_test_fail_allocations(n);
     int r = stm_run(tx_fi_build, &head);
-    FI_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_run returned %d", r);
-    FI_CHECK(stm_root_depth() == 0, "root depth %zu", stm_root_depth());
-    FI_CHECK(!stm_in_transaction(), "left in a transaction");
+    TS_CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_run returned %d", r);
+    TS_CHILD_CHECK(stm_root_depth() == 0, "root depth %zu", stm_root_depth());
+    TS_CHILD_CHECK(!stm_in_transaction(), "left in a transaction");
     long expect[2] = { r == STM_OK, 0 };
     failed |= r != STM_OK;
     if (r == STM_OK) {
@@ -1666,62 +1633,29 @@ static void fi_body(long n)
         failed |= g_fi_pub == NULL;
         if (g_fi_pub) {
             int rr = stm_register_global_root((void **)&g_fi_pub);
-            FI_CHECK(rr == STM_OK || rr == STM_ENOMEM, "register_global_root returned %d", rr);
+            TS_CHILD_CHECK(rr == STM_OK || rr == STM_ENOMEM, "register_global_root returned %d", rr);
             failed |= rr != STM_OK;
             if (rr == STM_OK)
                 expect[1] = 1;
         }
     }
-    FI_CHECK(stm_major_collect() == STM_OK, "stm_major_collect failed");
+    TS_CHILD_CHECK(stm_major_collect() == STM_OK, "stm_major_collect failed");
     stm_test_fail_allocations(-1);
     /* Consistent, also after more collections (a collection given up for
      * lack of memory must leave no trace). */
     fi_check_all(expect);
-    FI_CHECK(stm_major_collect() == STM_OK, "stm_major_collect failed");
+    TS_CHILD_CHECK(stm_major_collect() == STM_OK, "stm_major_collect failed");
     fi_check_all(expect);
     /* And the library still works. */
     if (!expect[0]) {
         r = stm_run(tx_fi_build, &head);
-        FI_CHECK(r == STM_OK, "the build after ENOMEM returned %d", r);
+        TS_CHILD_CHECK(r == STM_OK, "the build after ENOMEM returned %d", r);
         expect[0] = 1;
         expect[1] = 0;
-        FI_CHECK(stm_major_collect() == STM_OK, "stm_major_collect failed");
+        TS_CHILD_CHECK(stm_major_collect() == STM_OK, "stm_major_collect failed");
         fi_check_all(expect);
     }
-    _exit(failed ? FI_ENOMEM : 0);
-}
-
-typedef struct fi_result {
-    int status;
-    char msg[512];
-} fi_result;
-
-static fi_result fi_run_child(long n)
-{
-    fi_result res = { 0, "" };
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1, "fork");
-    if (pid == 0) {
-        close(fds[0]);
-        fi_pipe = fds[1];
-        fi_body(n);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof res.msg - 1 &&
-           (k = read(fds[0], res.msg + got, sizeof res.msg - 1 - got)) > 0)
-        got += (size_t)k;
-    res.msg[got] = 0;
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    res.status = st;
-    return res;
+    _exit(failed ? TS_CHILD_ENOMEM : 0);
 }
 
 /* n = 0, 1, 2, ...: the (n+1)th internal allocation from the start of the
@@ -1729,35 +1663,7 @@ static fi_result fi_run_child(long n)
  * until 20 consecutive points saw no failure at all. */
 static void fi_sweep(void)
 {
-    char report[4096] = "";
-    int bad = 0;
-    long n, clean_run = 0, enomem = 0;
-    const long max_n = 2000, quiet = 20;
-    for (n = 0; n < max_n && clean_run < quiet; n++) {
-        fi_result r = fi_run_child(n);
-        if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) {
-            clean_run++;
-            continue;
-        }
-        clean_run = 0;
-        if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == FI_ENOMEM) {
-            enomem++;
-            continue;
-        }
-        bad++;
-        size_t len = strlen(report);
-        if (len < sizeof report - 300) {
-            if (WIFSIGNALED(r.status))
-                snprintf(report + len, sizeof report - len, "\n  n=%ld: killed by signal %d %s",
-                         n, WTERMSIG(r.status), r.msg);
-            else
-                snprintf(report + len, sizeof report - len, "\n  n=%ld: exit %d %s", n,
-                         WEXITSTATUS(r.status), r.msg);
-        }
-    }
-    CHECK(bad == 0, "%d of %ld injection points did not end cleanly:%s", bad, n, report);
-    CHECK(clean_run >= quiet, "still failing at n=%ld", n);
-    CHECK(enomem > 0, "no injection point reported a failure");
+    ts_injection_sweep(fi_body, 2000, 20, "major-collection scenario");
 }
 
 Test(major, failure_injection_each_point_ends_cleanly)

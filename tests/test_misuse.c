@@ -6,6 +6,7 @@
  * A fatal handler that returns is followed by abort(), so the test handler
  * longjmps back (EXPECT_FATAL / CATCH_FATAL); the library may be left in an
  * inconsistent state, so each test checks one misuse, at its end. */
+#include "support/injection.h"
 #include "support/tx_macros.h"
 
 #include <stdarg.h>
@@ -639,120 +640,6 @@ Test(misuse, uncommitted_object_escaping_through_raw_memory, .init = ts_setup,
 
 #ifdef STM_TESTING
 
-/* Each injection point runs in a child process of its own (a fatal error
- * or a crash at one point must not hide the others); the child reports on
- * a pipe and exits with 0 (clean) or an error code. */
-typedef struct child_result {
-    int status;
-    char msg[512];
-} child_result;
-
-static int child_pipe = -1;
-
-static void child_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void child_say(const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n > 0 && child_pipe >= 0)
-        (void)!write(child_pipe, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-}
-
-static void child_fatal(const char *msg)
-{
-    child_say("fatal error: %s", msg);
-    _exit(3);
-}
-
-#define CHILD_CHECK(cond, ...)                                                  \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            child_say("line %d: %s: ", __LINE__, #cond);                        \
-            child_say(__VA_ARGS__);                                             \
-            _exit(4);                                                           \
-        }                                                                       \
-    } while (0)
-
-static child_result run_child(void (*body)(long), long n)
-{
-    child_result res = { 0, "" };
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1, "fork");
-    if (pid == 0) {
-        close(fds[0]);
-        child_pipe = fds[1];
-        stm_set_fatal_handler(child_fatal);
-        body(n);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof res.msg - 1 &&
-           (k = read(fds[0], res.msg + got, sizeof res.msg - 1 - got)) > 0)
-        got += (size_t)k;
-    res.msg[got] = 0;
-    close(fds[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    res.status = st;
-    return res;
-}
-
-static const char *describe(const child_result *r, char *buf, size_t cap)
-{
-    if (WIFSIGNALED(r->status))
-        snprintf(buf, cap, "killed by signal %d %s", WTERMSIG(r->status), r->msg);
-    else if (WEXITSTATUS(r->status) == 3)
-        snprintf(buf, cap, "%s", r->msg);
-    else
-        snprintf(buf, cap, "exit %d %s", WEXITSTATUS(r->status), r->msg);
-    return buf;
-}
-
-/* Child exit codes: 0 = nothing failed, CHILD_ENOMEM = a failure was
- * reported cleanly (STM_ENOMEM) and the state checked; anything else is a
- * failure of the library. */
-#define CHILD_ENOMEM 10
-
-/* Loops over injection points n = 0, 1, ... until `quiet` consecutive runs
- * saw no failure at all (past the scenario's last allocation), or max_n;
- * collects the points that did not end cleanly. */
-static void sweep(void (*body)(long), long max_n, long quiet, const char *what)
-{
-    char report[4096] = "";
-    int bad = 0;
-    long clean_run = 0, n, enomem = 0;
-    for (n = 0; n < max_n && clean_run < quiet; n++) {
-        child_result r = run_child(body, n);
-        if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) {
-            clean_run++;
-            continue;
-        }
-        clean_run = 0;
-        if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == CHILD_ENOMEM) {
-            enomem++;
-            continue;
-        }
-        bad++;
-        char d[600];
-        size_t len = strlen(report);
-        if (len < sizeof report - 200)
-            snprintf(report + len, sizeof report - len, "\n  n=%ld: %s", n,
-                     describe(&r, d, sizeof d));
-    }
-    CHECK(bad == 0, "%s: %d of %ld injection points did not end cleanly:%s", what, bad, n,
-          report);
-    CHECK(clean_run >= quiet, "%s: still failing at n=%ld", what, n);
-    CHECK(enomem > 0, "%s: no injection point reported STM_ENOMEM", what);
-}
-
 /* stm_init and stm_thread_attach: STM_ENOMEM, and a retry succeeds. */
 static void body_init(long n)
 {
@@ -761,30 +648,30 @@ static void body_init(long n)
     stm_test_fail_allocations(n);
     int r = stm_init(&cfg);
     bool saw_enomem = false;
-    CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_init returned %d", r);
+    TS_CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_init returned %d", r);
     if (r == STM_ENOMEM) {
         saw_enomem = true;
         stm_test_fail_allocations(-1);
         r = stm_init(&cfg);
-        CHILD_CHECK(r == STM_OK, "stm_init after ENOMEM returned %d", r);
+        TS_CHILD_CHECK(r == STM_OK, "stm_init after ENOMEM returned %d", r);
         stm_test_fail_allocations(n);   /* fail again, now in attach */
     }
     r = stm_thread_attach();
-    CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_thread_attach returned %d", r);
+    TS_CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_thread_attach returned %d", r);
     stm_test_fail_allocations(-1);
     if (r == STM_ENOMEM) {
         saw_enomem = true;
         r = stm_thread_attach();
-        CHILD_CHECK(r == STM_OK, "stm_thread_attach after ENOMEM returned %d", r);
+        TS_CHILD_CHECK(r == STM_OK, "stm_thread_attach after ENOMEM returned %d", r);
     }
     r = stm_run(tx_noop, NULL);
-    CHILD_CHECK(r == STM_OK, "stm_run returned %d", r);
-    _exit(saw_enomem ? CHILD_ENOMEM : 0);
+    TS_CHILD_CHECK(r == STM_OK, "stm_run returned %d", r);
+    _exit(saw_enomem ? TS_CHILD_ENOMEM : 0);
 }
 
 Test(misuse, out_of_memory_in_init_and_attach, .init = fatal_handler_only)
 {
-    sweep(body_init, 100, 10, "stm_init/stm_thread_attach");
+    ts_injection_sweep(body_init, 100, 10, "stm_init/stm_thread_attach");
 }
 
 /* A small transaction touching every kind of copy: reads a prebuilt
@@ -827,17 +714,17 @@ static int tx_make_p(void *arg)
 static void check_state(long expect)
 {
     node *p = *stm_root_slot(0);
-    CHILD_CHECK(p->value == expect, "protected object: %ld, expected %ld", p->value, expect);
+    TS_CHILD_CHECK(p->value == expect, "protected object: %ld, expected %ld", p->value, expect);
     int r = stm_begin_inevitable();
-    CHILD_CHECK(r == STM_OK, "begin_inevitable %d", r);
+    TS_CHILD_CHECK(r == STM_OK, "begin_inevitable %d", r);
     node *g = RD(&g_oom);
-    CHILD_CHECK(g->value == expect, "public object: %ld, expected %ld", g->value, expect);
+    TS_CHILD_CHECK(g->value == expect, "public object: %ld, expected %ld", g->value, expect);
     long len = 0;
     for (node *q = g->left; q; q = RD(q)->left)
         len++;
-    CHILD_CHECK(len == (expect ? 3000 : 0), "list of %ld nodes", len);
+    TS_CHILD_CHECK(len == (expect ? 3000 : 0), "list of %ld nodes", len);
     r = stm_commit();
-    CHILD_CHECK(r == STM_OK, "commit %d", r);
+    TS_CHILD_CHECK(r == STM_OK, "commit %d", r);
 }
 
 static void body_tx(long n)
@@ -845,35 +732,35 @@ static void body_tx(long n)
     stm_config cfg;
     ts_options o = { .nursery_size = 64 << 10 };
     ts_config(&cfg, &o);
-    CHILD_CHECK(stm_init(&cfg) == STM_OK, "init");
-    CHILD_CHECK(stm_thread_attach() == STM_OK, "attach");
+    TS_CHILD_CHECK(stm_init(&cfg) == STM_OK, "init");
+    TS_CHILD_CHECK(stm_thread_attach() == STM_OK, "attach");
     g_oom.value = 0;
-    CHILD_CHECK(stm_register_prebuilt(&g_oom) == STM_OK, "prebuilt");
+    TS_CHILD_CHECK(stm_register_prebuilt(&g_oom) == STM_OK, "prebuilt");
     node *p = NULL;
-    CHILD_CHECK(stm_run(tx_make_p, &p) == STM_OK, "setup");
+    TS_CHILD_CHECK(stm_run(tx_make_p, &p) == STM_OK, "setup");
     stm_push_root(p);
     long runs = 0;
     stm_test_fail_allocations(n);
     int r = stm_run(tx_oom_scenario, &runs);
     stm_test_fail_allocations(-1);
-    CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_run returned %d", r);
-    CHILD_CHECK(runs == 1, "the function ran %ld times", runs);
-    CHILD_CHECK(stm_root_depth() == 1, "root depth %zu", stm_root_depth());
-    CHILD_CHECK(!stm_in_transaction(), "left in a transaction");
+    TS_CHILD_CHECK(r == STM_OK || r == STM_ENOMEM, "stm_run returned %d", r);
+    TS_CHILD_CHECK(runs == 1, "the function ran %ld times", runs);
+    TS_CHILD_CHECK(stm_root_depth() == 1, "root depth %zu", stm_root_depth());
+    TS_CHILD_CHECK(!stm_in_transaction(), "left in a transaction");
     if (r == STM_ENOMEM) {
         check_state(0);                 /* rolled back */
         runs = 0;
         r = stm_run(tx_oom_scenario, &runs);
-        CHILD_CHECK(r == STM_OK, "stm_run after ENOMEM returned %d", r);
+        TS_CHILD_CHECK(r == STM_OK, "stm_run after ENOMEM returned %d", r);
         check_state(1);
-        _exit(CHILD_ENOMEM);
+        _exit(TS_CHILD_ENOMEM);
     }
     check_state(1);
 }
 
 Test(misuse, out_of_memory_in_a_transaction_each_injection_point)
 {
-    sweep(body_tx, 300, 15, "transaction scenario");
+    ts_injection_sweep(body_tx, 300, 15, "transaction scenario");
 }
 
 /* The same scenario repeated in one process, failure after failure: the
