@@ -250,11 +250,10 @@ void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx)
 
 static bool is_outdated_public(const stm_header *h);
 
-/* Everything one copy keeps alive: its fields (unless it only forwards, or
- * is an outdated public copy: resolving never reads those, and the
- * transactions that read them while they were current hold them in their
- * read sets, whose entries mark_reads traces in full),
- * the newer copy its revision names, its backup or its original. */
+/* Everything one copy keeps alive: its fields (unless it only forwards;
+ * outdated copies too, since a transaction that read one while it was
+ * current may still follow its fields before it validates), the newer
+ * copy its revision names, its backup or its original. */
 static void trace_copy(major_ctx *cx, stm_header *h, bool young)
 {
     uint32_t f = h->flags;
@@ -269,7 +268,7 @@ static void trace_copy(major_ctx *cx, stm_header *h, bool young)
     }
     if (f & F_WEAKREF)
         push(cx, &cx->weak, h);
-    else if (!(f & F_MOVED) && !is_outdated_public(h))
+    else if (!(f & F_MOVED))
         stm_g.cfg.trace(h, mark_visit, cx);
     if (REV_IS_PTR(rev))
         mark_obj(cx, (void *)rev);
@@ -326,20 +325,44 @@ static void mark_vec(major_ctx *cx, const stm_vec *v)
         mark_obj(cx, (void *)v->items[i]);
 }
 
-/* Copies a running transaction read (or is replacing): their fields stay
- * alive even once outdated, since it may still read them before it
- * validates and aborts. */
-static void mark_read(major_ctx *cx, const void *p)
-{
-    mark_obj(cx, p);
-    if (p && !is_young(p) && is_outdated_public(p))
-        gc_trace_fields((void *)p, mark_visit, cx);
-}
-
 static void pin(const void *p)
 {
     if (p && !is_young(p))
         ((stm_header *)p)->flags |= F_PINNED;
+}
+
+static void mark_pin_visit(void **field, void *ctx)
+{
+    mark_obj(ctx, *field);
+    pin(*field);
+}
+
+/* Copies a running transaction read (or is replacing): their fields stay
+ * alive even once outdated, since it may still read them before it
+ * validates and aborts. */
+/* The copy a moved copy stands for: the end of its chain of moves (a
+ * young entry stolen by a thief, an old one stolen, ...).  A minor
+ * collection replaces such read-set entries by that copy. */
+static const stm_header *unmoved(const stm_header *h)
+{
+    while ((h->flags & (F_MOVED | F_PUBLIC | F_PFP | F_BACKUP)) == F_MOVED &&
+           REV_IS_PTR(h->revision))
+        h = (const stm_header *)h->revision;
+    return h;
+}
+
+static void mark_read(major_ctx *cx, const void *p)
+{
+    if (!p)
+        return;
+    mark_obj(cx, p);
+    /* Compaction does not rewrite an outdated copy's fields, so what they
+     * name must stay where it is (pinned) for as long as it is read. */
+    const stm_header *h = unmoved(p);
+    if (h != p)
+        mark_obj(cx, h);
+    if (!is_young(h) && is_outdated_public(h))
+        gc_trace_fields((void *)h, mark_pin_visit, cx);
 }
 
 /* Lists the collector reads but does not rewrite: what they name must
@@ -600,10 +623,7 @@ static bool entry_outdated(const void *p)
     /* A moved copy promises the content of its target: it is outdated if
      * that target is (DESIGN.md 13.4; compaction does not keep the
      * promise for such chains, so these readers must go). */
-    const stm_header *h = p;
-    while ((h->flags & (F_MOVED | F_PUBLIC | F_PFP | F_BACKUP)) == F_MOVED &&
-           REV_IS_PTR(h->revision))
-        h = (const stm_header *)h->revision;
+    const stm_header *h = unmoved(p);
     return !is_young(h) && (is_outdated_public(h) || (h->flags & F_STUB));
 }
 
@@ -664,8 +684,7 @@ static void compact(major_ctx *cx, stm_thread *self)
     for (size_t i = 0; i < cx->marked.count; i++) {
         stm_header *x = (stm_header *)cx->marked.items[i];
         uint32_t f = x->flags;
-        /* Fields of outdated copies may name blocks freed earlier. */
-        if (!(f & (F_STUB | F_MOVED | F_WEAKREF)) && !is_outdated_public(x))
+        if (!(f & (F_STUB | F_MOVED | F_WEAKREF)))
             stm_g.cfg.trace(x, fwd_visit, NULL);
     }
     for (size_t i = 0; i < cx->weak.count; i++) {
@@ -788,7 +807,7 @@ static void verify_copy(const stm_header *h)
     verify_from = h;
     verify_what = "field of";
     uint32_t f = h->flags;
-    if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)) && !is_outdated_public(h))
+    if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)))
         stm_g.cfg.trace((void *)h, verify_visit, NULL);
     verify_what = "revision of";
     if (REV_IS_PTR(h->revision) || ((f & F_STUB) && REV_IS_STUBPTR(h->revision)))
