@@ -127,18 +127,6 @@ static void unmap_chunks(void *p, size_t rounded)
 
 /* ---- size classes ----------------------------------------------------- */
 
-static int size_class(size_t size, size_t *class_size)
-{
-    if (size <= 1024) {
-        size_t s = stm_round_size(size);
-        *class_size = s;
-        return (int)(s / 16) - 1;
-    }
-    size_t s = (size + 1023) & ~(size_t)1023;
-    *class_size = s;
-    return GC_SMALL_CLASSES + (int)(s / 1024) - 2;
-}
-
 static size_t class_size_of(int c)
 {
     return c < GC_SMALL_CLASSES ? (size_t)(c + 1) * 16 : (size_t)(c - GC_SMALL_CLASSES + 2) * 1024;
@@ -200,7 +188,7 @@ void *gc_old_alloc(stm_thread *t, size_t size)
         return p;       /* fresh mappings are zero */
     }
     size_t csize;
-    int c = size_class(size, &csize);
+    int c = gc_size_class(size, &csize);
     gc_class_state *cs = &o->cls[c];
     void *p;
     if (cs->free_list) {
@@ -223,26 +211,18 @@ void *gc_old_alloc(stm_thread *t, size_t size)
     return p;
 }
 
-/* Pages the survivors of t's nursery could need at most, from the
- * actual mix of size classes there and the room each class already has
- * (free blocks, the rest of its current page). */
-static size_t pages_for_nursery(stm_thread *t)
+/* Fresh pages needed to place bytes_by_class[c] bytes in each class c,
+ * given the room each class already has (free blocks, the rest of its
+ * current page). */
+static size_t pages_for_classes(stm_thread *t, const size_t *bytes_by_class)
 {
-    size_t bytes[GC_CLASSES];
-    memset(bytes, 0, sizeof bytes);
-    for (char *p = t->nursery_base; p < t->tl->nursery_cur;) {
-        size_t size = stm_round_size(gc_object_size(p));
-        size_t csize;
-        bytes[size_class(size, &csize)] += csize;
-        p += size;
-    }
     size_t pages = 0;
     for (int c = 0; c < GC_CLASSES; c++) {
-        if (!bytes[c])
+        if (!bytes_by_class[c])
             continue;
         size_t csize = class_size_of(c);
         gc_class_state *cs = &t->old.cls[c];
-        size_t blocks = bytes[c] / csize;
+        size_t blocks = bytes_by_class[c] / csize;
         size_t room = cs->nfree + (size_t)(cs->end - cs->bump) / csize;
         if (blocks <= room)
             continue;
@@ -252,8 +232,35 @@ static size_t pages_for_nursery(stm_thread *t)
     return pages;
 }
 
-bool gc_old_reserve(stm_thread *t, size_t bytes)
+/* Maps a new region of at least `missing` bytes for t's pages (room for
+ * the page records is reserved by the caller); the rest of the previous
+ * region is given to the pool page by page, so nothing is abandoned. */
+static bool map_region(stm_thread *t, size_t missing)
 {
+    gc_oldspace *o = &t->old;
+    size_t rounded;
+    if (__builtin_add_overflow(missing, GC_CHUNK - 1, &rounded))
+        return false;
+    rounded &= ~(GC_CHUNK - 1);
+    char *region = gc_map_chunks(rounded, t->index, false);
+    if (!region)
+        return false;
+    while ((size_t)(o->chunk_end - o->chunk_cur) >= GC_PAGE) {
+        o->pages[o->npages].start = o->chunk_cur;
+        o->pages[o->npages].cls = -1;
+        stm_vec_push_reserved(&o->free_pages, o->npages);
+        o->npages++;
+        o->chunk_cur += GC_PAGE;
+    }
+    o->bytes_mapped += rounded;
+    o->chunk_cur = region;
+    o->chunk_end = region + rounded;
+    return true;
+}
+
+bool gc_old_reserve(stm_thread *t, size_t bytes, bool *records)
+{
+    *records = false;
     /* Worst case: every byte lands in fresh pages, plus one partly used
      * page per size class.  Pages in the pool count as room. */
     gc_oldspace *o = &t->old;
@@ -278,33 +285,26 @@ bool gc_old_reserve(stm_thread *t, size_t bytes)
     }
     if (!stm_vec_reserve(&o->free_pages, o->npages + pages_needed - o->free_pages.count))
         return false;
+    *records = true;
     if (have >= need)
         return true;
-    /* The quick bound failed: count what this nursery really needs (one
-     * walk over it), which matters when memory is tight. */
-    if (t->tl && bytes == (size_t)(t->tl->nursery_cur - t->nursery_base)) {
-        need = pages_for_nursery(t) * GC_PAGE;
-        if (have >= need)
-            return true;
-    }
-    size_t missing = need - o->free_pages.count * GC_PAGE;
-    size_t rounded = (missing + GC_CHUNK - 1) & ~(GC_CHUNK - 1);
-    char *region = gc_map_chunks(rounded, t->index, false);
-    if (!region)
-        return false;
-    /* The rest of the previous region is given to the pool page by page,
-     * so nothing is abandoned. */
-    while ((size_t)(o->chunk_end - o->chunk_cur) >= GC_PAGE) {
-        o->pages[o->npages].start = o->chunk_cur;
-        o->pages[o->npages].cls = -1;
-        stm_vec_push_reserved(&o->free_pages, o->npages);
-        o->npages++;
-        o->chunk_cur += GC_PAGE;
-    }
-    o->bytes_mapped += rounded;
-    o->chunk_cur = region;
-    o->chunk_end = region + rounded;
-    return true;
+    /* Map the worst case ahead: the pages stay untouched (no resident
+     * memory) until promotions use them, and later collections find them
+     * in the tail.  If the heap limit or the system refuses, the caller
+     * counts what really survives and asks gc_old_reserve_exact. */
+    return map_region(t, need - o->free_pages.count * GC_PAGE);
+}
+
+bool gc_old_reserve_exact(stm_thread *t, const size_t *bytes_by_class)
+{
+    gc_oldspace *o = &t->old;
+    size_t pages = pages_for_classes(t, bytes_by_class);
+    size_t tail_pages = (size_t)(o->chunk_end - o->chunk_cur) / GC_PAGE;
+    size_t have = tail_pages + o->free_pages.count;
+    if (pages <= have)
+        return true;
+    /* Page records: reserved by gc_old_reserve. */
+    return map_region(t, (pages - have) * GC_PAGE);
 }
 
 static void free_block(stm_thread *t, void *p, int c, size_t csize)
@@ -343,7 +343,7 @@ void gc_old_free(stm_thread *t, void *p, size_t size)
         stm_fatal("gc_old_free: %p is not a large object of thread %u", p, t->index);
     }
     size_t csize;
-    int c = size_class(size, &csize);
+    int c = gc_size_class(size, &csize);
     stm_counter_add(&o->bytes_in_use, -(uint64_t)csize);
     free_block(t, p, c, csize);
 }
@@ -353,7 +353,11 @@ void gc_old_free(stm_thread *t, void *p, size_t size)
 static char *page_used_end(const gc_oldspace *o, const gc_page *pg, size_t csize, bool *current)
 {
     const gc_class_state *cs = &o->cls[pg->cls];
-    *current = cs->bump >= pg->start && cs->bump <= pg->start + GC_PAGE;
+    /* By its end, not its bump pointer: a full current page's bump pointer
+     * equals the start of the next page, which may be of the same class
+     * (its blocks were then neither swept nor unmarked, and the stale
+     * marks hid them from the next collection's tracing). */
+    *current = cs->end == pg->start + GC_PAGE;
     return *current ? cs->bump : pg->start + (GC_PAGE / csize) * csize;
 }
 

@@ -19,6 +19,56 @@
  * when the system refuses or the heap limit would be exceeded. */
 STM_HIDDEN void *gc_map_chunks(size_t size, unsigned owner, bool nursery);
 
+/* The size class of a block of `size` bytes, and the class's block size:
+ * 16-byte steps up to 1 KiB, then 1 KiB steps (up to GC_LARGE). */
+static inline int gc_size_class(size_t size, size_t *class_size)
+{
+    if (size <= 1024) {
+        size_t s = stm_round_size(size);
+        *class_size = s;
+        return (int)(s / 16) - 1;
+    }
+    size_t s = (size + 1023) & ~(size_t)1023;
+    *class_size = s;
+    return GC_SMALL_CLASSES + (int)(s / 1024) - 2;
+}
+
+/* Makes sure the survivors of a minor collection can be promoted without
+ * allocating anything: `bytes` is the used nursery, all of which might
+ * survive.  Reserves page records for that worst case (*records tells
+ * whether that worked) and maps ahead the pages it needs; false if
+ * anything was refused (nothing is lost: with *records, the caller may
+ * count the survivors and try gc_old_reserve_exact). */
+STM_HIDDEN bool gc_old_reserve(stm_thread *t, size_t bytes, bool *records);
+/* The same for a known amount per size class (bytes_by_class[GC_CLASSES];
+ * blocks larger than GC_LARGE are not promoted from a nursery).  Only
+ * after a gc_old_reserve for at least as many bytes set *records. */
+STM_HIDDEN bool gc_old_reserve_exact(stm_thread *t, const size_t *bytes_by_class);
+
+/* Old space for a survivor of a minor collection, `rounded` bytes (a
+ * multiple of STM_ALIGNMENT) that the caller overwrites entirely: unlike
+ * gc_old_alloc, a small block is not zeroed first.  The common case (a
+ * free block or room in the class's current page) stays inline. */
+static inline void *gc_promote_alloc(stm_thread *t, size_t rounded)
+{
+    if (rounded <= (size_t)GC_SMALL_CLASSES * STM_ALIGNMENT) {
+        gc_class_state *cs = &t->old.cls[rounded / STM_ALIGNMENT - 1];
+        void *p = cs->free_list;
+        if (p) {
+            cs->free_list = (void *)((stm_header *)p)->revision;
+            cs->nfree--;
+        } else if ((size_t)(cs->end - cs->bump) >= rounded) {
+            p = cs->bump;
+            cs->bump += rounded;
+        } else {
+            return gc_old_alloc(t, rounded);
+        }
+        stm_counter_add(&t->old.bytes_in_use, rounded);
+        return p;
+    }
+    return gc_old_alloc(t, rounded);
+}
+
 /* What a sweep did, summed over the threads it ran for. */
 typedef struct gc_sweep_result {
     uint64_t objects_freed, bytes_freed, bytes_live;

@@ -135,6 +135,7 @@ typedef struct stm_thread {
     stm_vec stolen;                  /* pairs (public copy, own PFP object) */
     stm_vec young_stubs;             /* stubs pointing into our nursery */
     char *nursery_base, *nursery_limit;
+    char *nursery_zeroed;            /* owner only: [nursery_cur, this) is zero */
     uint64_t stats[STAT_COUNT];      /* owner writes, anyone reads (relaxed) */
     uint64_t aborts_by_reason[STM_ABORT_REASON_COUNT];
 
@@ -271,8 +272,6 @@ STM_HIDDEN void gc_old_free(stm_thread *t, void *p, size_t size);
 STM_HIDDEN unsigned gc_owner_of(const void *p);                /* 0: not ours (static) */
 /* False (and nothing changed) if memory for the collection is missing. */
 STM_HIDDEN bool gc_minor_collect(stm_thread *t);
-/* Makes sure `bytes` can be promoted without mapping memory. */
-STM_HIDDEN bool gc_old_reserve(stm_thread *t, size_t bytes);
 STM_HIDDEN size_t gc_object_size(const void *obj);
 /* Visits the strong references of any copy: the client's fields, or for a
  * stub / weak reference nothing (their references are the library's). */
@@ -307,8 +306,11 @@ static inline void gc_safe_point(stm_thread *t, int state)
 }
 /* Aborts the running transaction if the last collection doomed it. */
 STM_HIDDEN void gc_check_doomed(stm_thread *t);
-/* Runs a major collection from a safe point of kind `state`. */
-STM_HIDDEN void gc_major_collect(stm_thread *t, int state);
+/* Runs a major collection from a safe point of kind `state`.  `thorough`
+ * (on request, or when memory ran out) compacts whenever there is anything
+ * to compact; a collection triggered by heap growth compacts only when
+ * enough of the heap would benefit (DESIGN.md 13.6). */
+STM_HIDDEN void gc_major_collect(stm_thread *t, int state, bool thorough);
 /* After a minor collection: starts a major one if the heap grew enough. */
 STM_HIDDEN void gc_maybe_major(stm_thread *t);
 /* In a fork child: no collection is pending and only `me` runs. */
