@@ -209,7 +209,9 @@ static bool minor_collect(stm_thread *t);
  * treats every young object as a root, could not free that data either.
  * Young objects are marked with F_MARK (unused on young objects outside
  * this function: the major collection marks old ones only, and cannot run
- * now); the same roots as minor_collect. */
+ * now).  The roots must be exactly minor_collect's (steps 1-5 there): a
+ * root missing here is an under-count, and promotion would then run out
+ * of reserved space (fatal). */
 typedef struct count_ctx {
     stm_thread *t;
     stm_vec *work;
@@ -299,6 +301,7 @@ static bool minor_collect(stm_thread *t)
         return false;
     }
 
+    /* Roots, steps 1-5; reserve_survivors enumerates the same ones. */
     /* 1. Shadow stack. */
     for (void **s = t->ss_bottom; s < t->tl->ss_top; s++)
         visit_slot(s, &cx);
