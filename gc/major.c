@@ -452,7 +452,7 @@ static void mark_roots(major_ctx *cx, stm_thread *self)
 /* The copy a weak reference should keep pointing to, or NULL if the
  * object is dead.  An unmarked outdated copy or stub may lead to a live
  * one. */
-static void *weak_survivor(void *p)
+static void *weak_survivor(major_ctx *cx, void *p)
 {
     for (int hops = 0; p; hops++) {
         if (is_young(p) || gc_owner_of(p) == 0)
@@ -466,7 +466,14 @@ static void *weak_survivor(void *p)
             if (REV_IS_STUBPTR(rev)) {
                 void *target = (void *)(rev & ~(intptr_t)3);
                 if (is_young(target) || (((stm_header *)target)->flags & F_MARK)) {
-                    mark_raw(h);      /* keep the stub: its target lives */
+                    /* Keep the stub: its target lives.  Marked like any
+                     * other copy (traced, listed for compaction), not
+                     * raw: compaction may relocate its target, and an
+                     * unlisted stub would keep naming the copy that
+                     * moved away and was freed (found by gcstress under
+                     * the debug verifier). */
+                    mark_obj(cx, h);
+                    drain(cx);
                     return p;
                 }
                 return NULL;
@@ -489,7 +496,7 @@ static void process_weakrefs(major_ctx *cx)
         weakref *w = (weakref *)cx->weak.items[i];
         if (!w->target)
             continue;
-        void *s = weak_survivor(w->target);
+        void *s = weak_survivor(cx, w->target);
         if (!s)
             cx->weak_cleared++;
         w->target = s;

@@ -23,7 +23,7 @@
  * builds (STM_DEBUG=2) also verify, before every sweep, that nothing
  * reachable is about to be freed.
  *
- * Two tests began as reports of bugs they found (stm_fatal when rekeying
+ * Several tests began as reports of bugs they found (stm_fatal when rekeying
  * a write set ran out of memory; a stale mark on a prebuilt object after a
  * collection given up for lack of memory; no recovery from the heap limit
  * when the nursery references dropped data, which then uncovered a sweep
