@@ -199,6 +199,55 @@ static void *survivor(stm_thread *t, void *p)
 
 static bool minor_collect(stm_thread *t);
 
+/* The roots of a minor collection, in order: (1) the shadow stack; (2) the
+ * remembered set, old objects written since the last collection (their
+ * fields); (3) our private copies of public objects; (4) objects written
+ * in place and their backups (old copies holding the committed state,
+ * whose fields may point into the nursery); (5) stubs other threads hold
+ * into our nursery.  Public copies of objects we are modifying need no
+ * visit: after stm_drain_stolen they are p2p keys whose values are in (3).
+ * `collecting` (minor_collect itself) also does the bookkeeping that goes
+ * with moving: remembered objects get WRITE_BARRIER back, and stubs are
+ * re-pointed to where their target went; without it (counting survivors,
+ * reserve_survivors) nothing is written but what `visit` writes. */
+static void visit_minor_roots(stm_thread *t, stm_visit_fn *visit, void *ctx, bool collecting)
+{
+    for (void **s = t->ss_bottom; s < t->tl->ss_top; s++)
+        visit(s, ctx);
+    for (size_t i = 0; i < t->old_to_trace.count; i++) {
+        stm_header *o = (stm_header *)t->old_to_trace.items[i];
+        gc_trace_fields(o, visit, ctx);
+        if (!collecting)
+            continue;
+        o->flags |= F_WRITE_BARRIER;   /* the next write records it again */
+        /* Old objects this transaction created or copied stay known to
+         * the major collector (it may run while C locals hold them). */
+        if (o->revision == t->prn && t->state != TX_NONE && !(o->flags & F_PFP))
+            stm_vec_push_reserved(&t->tx_old_private, (uintptr_t)o);
+    }
+    STM_MAP_FOREACH(&t->p2p, e) visit((void **)&e->value, ctx);
+    for (size_t i = 0; i < t->pfp.count; i++) {
+        visit((void **)&t->pfp.items[i], ctx);
+        stm_header *o = (stm_header *)t->pfp.items[i];
+        gc_trace_fields((void *)o->ident, visit, ctx);
+    }
+    for (size_t i = 0; i < t->young_stubs.count; i++) {
+        stm_stub *s = (stm_stub *)t->young_stubs.items[i];
+        intptr_t rev = stm_load_relaxed(&s->hdr.revision);
+        if (!REV_IS_STUBPTR(rev))
+            continue;
+        void *target = (void *)(rev & ~(intptr_t)3);
+        if (!stm_is_young(t, target))
+            continue;
+        visit(&target, ctx);
+        /* Release: pairs with the acquire loads of stub revisions in
+         * stm_resolve: the copied object is complete before it is
+         * reachable through the stub. */
+        if (collecting)
+            stm_store_release(&s->hdr.revision, (intptr_t)target | 2);
+    }
+}
+
 /* ---- counting the survivors (when memory is tight) ---- */
 
 /* The fallback of the reservation: when the worst case (every nursery
@@ -209,9 +258,8 @@ static bool minor_collect(stm_thread *t);
  * treats every young object as a root, could not free that data either.
  * Young objects are marked with F_MARK (unused on young objects outside
  * this function: the major collection marks old ones only, and cannot run
- * now).  The roots must be exactly minor_collect's (steps 1-5 there): a
- * root missing here is an under-count, and promotion would then run out
- * of reserved space (fatal). */
+ * now).  The roots are minor_collect's own (visit_minor_roots), so the
+ * count cannot miss one. */
 typedef struct count_ctx {
     stm_thread *t;
     stm_vec *work;
@@ -239,24 +287,7 @@ static bool reserve_survivors(stm_thread *t)
 {
     count_ctx cc = { .t = t, .work = &t->gc_work };
     stm_vec_clear(cc.work);
-    for (void **s = t->ss_bottom; s < t->tl->ss_top; s++)
-        count_visit(s, &cc);
-    for (size_t i = 0; i < t->old_to_trace.count; i++)
-        gc_trace_fields((void *)t->old_to_trace.items[i], count_visit, &cc);
-    STM_MAP_FOREACH(&t->p2p, e) count_visit((void **)&e->value, &cc);
-    for (size_t i = 0; i < t->pfp.count; i++) {
-        count_visit((void **)&t->pfp.items[i], &cc);
-        stm_header *o = (stm_header *)t->pfp.items[i];
-        gc_trace_fields((void *)o->ident, count_visit, &cc);
-    }
-    for (size_t i = 0; i < t->young_stubs.count; i++) {
-        stm_stub *st = (stm_stub *)t->young_stubs.items[i];
-        intptr_t rev = stm_load_relaxed(&st->hdr.revision);
-        if (REV_IS_STUBPTR(rev)) {
-            void *target = (void *)(rev & ~(intptr_t)3);
-            count_visit(&target, &cc);
-        }
-    }
+    visit_minor_roots(t, count_visit, &cc, false);
     for (size_t i = 0; i < cc.work->count; i++)
         gc_trace_fields((void *)cc.work->items[i], count_visit, &cc);
     for (size_t i = 0; i < cc.work->count; i++)
@@ -301,48 +332,9 @@ static bool minor_collect(stm_thread *t)
         return false;
     }
 
-    /* Roots, steps 1-5; reserve_survivors enumerates the same ones. */
-    /* 1. Shadow stack. */
-    for (void **s = t->ss_bottom; s < t->tl->ss_top; s++)
-        visit_slot(s, &cx);
-    /* 2. Remembered set: old objects written since the last collection. */
-    for (size_t i = 0; i < t->old_to_trace.count; i++) {
-        stm_header *o = (stm_header *)t->old_to_trace.items[i];
-        trace_object(&cx, o);
-        o->flags |= F_WRITE_BARRIER;   /* the next write records it again */
-        /* Old objects this transaction created or copied stay known to
-         * the major collector (it may run while C locals hold them). */
-        if (o->revision == t->prn && t->state != TX_NONE && !(o->flags & F_PFP))
-            stm_vec_push_reserved(&t->tx_old_private, (uintptr_t)o);
-    }
+    visit_minor_roots(t, visit_slot, &cx, true);
     stm_vec_clear(&t->old_to_trace);
-    /* 3. Our private copies of public objects. */
-    STM_MAP_FOREACH(&t->p2p, e) visit_slot((void **)&e->value, &cx);
-    /* 4. Objects written in place, and their backups (old copies that hold
-     *    the committed state, whose fields may point into the nursery). */
-    for (size_t i = 0; i < t->pfp.count; i++) {
-        visit_slot((void **)&t->pfp.items[i], &cx);
-        stm_header *o = (stm_header *)t->pfp.items[i];
-        trace_object(&cx, (void *)o->ident);
-    }
-    /* 5. Stubs other threads hold into our nursery. */
-    for (size_t i = 0; i < t->young_stubs.count; i++) {
-        stm_stub *s = (stm_stub *)t->young_stubs.items[i];
-        intptr_t rev = stm_load_relaxed(&s->hdr.revision);
-        if (REV_IS_STUBPTR(rev)) {
-            void *target = (void *)(rev & ~(intptr_t)3);
-            if (stm_is_young(t, target)) {
-                target = evacuate(&cx, target);
-                /* Pairs with the acquire loads of stub revisions in
-                 * stm_resolve: the copied object is complete before it is
-                 * reachable through the stub. */
-                stm_store_release(&s->hdr.revision, (intptr_t)target | 2);
-            }
-        }
-    }
     stm_vec_clear(&t->young_stubs);
-    /* 6. Public copies of objects we are modifying (stolen pairs live in
-     *    p2p after the drain above, as values: already visited). */
 
     /* Transitive closure. */
     while (work->count) {
