@@ -862,6 +862,16 @@ void stm_abort_tx(stm_thread *t, stm_abort_reason why, const void *obj)
             /* Old objects must be in the remembered set or carry the flag. */
             o->flags |= F_WRITE_BARRIER;
         }
+        if (o->flags & F_MOVED) {
+            /* o now forwards to the thief's public copy.  The memcpy above
+             * wrote that pointer with a plain store, which orders nothing
+             * for a reader's acquire load; store it again with release,
+             * pairing with the acquire loads of revisions in stm_resolve:
+             * the thief filled the copy before it released our lock, which
+             * we took (found by TSan in intset, a reader seeing the copy
+             * before its contents). */
+            stm_store_release(&o->revision, stm_load_relaxed(&backup->revision));
+        }
         gc_old_free(t, backup, size);
     }
     stm_vec_clear(&t->pfp);
