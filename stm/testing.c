@@ -69,5 +69,6 @@ STM_API intptr_t stm_test_last_commit_point(void)
      * commits leave it at the begin time, never above the snapshot. */
     return t->carry_snapshot == t->snapshot + 2 ? t->snapshot + 1 : t->snapshot;
 }
+STM_API intptr_t stm_test_snapshot(void) { return stm_me ? stm_me->snapshot : -1; }
 STM_API size_t stm_test_read_set_size(void) { return stm_me ? stm_me->read_set.count : 0; }
 #endif

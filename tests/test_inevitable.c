@@ -419,6 +419,80 @@ Test(inevitable, read_only_private_commits_and_steals_do_not_wait, .init = ts_se
     CHECK_EQ(ix.n1, 5);
 }
 
+#ifdef STM_TESTING
+/* A thief that steals from the inevitable transaction's thread just after
+ * its commit must stamp the copy with the commit's time or later, or a
+ * reader whose snapshot predates the commit would read the new state next
+ * to the old one without extending.  The hook holds A right after it
+ * released its collection lock, which is where the clock used to be still
+ * odd (the history checker found it: an attempt that read values never
+ * current together). */
+static void a_pauses_after_unlock(stm_test_point p, void *arg)
+{
+    (void)p, (void)arg;
+    ls_set(2);
+    ls_wait(3);                     /* B has stolen P and finished */
+}
+
+static int tx_a_inevitable_writes_x_and_p(void *arg)
+{
+    ictx *ix = arg;
+    stm_become_inevitable();
+    WR(&g_x)->value = 1;            /* a public object: a shared commit */
+    WR(ix->p)->value = 6;           /* our protected object, written in place */
+    return STM_DONE;
+}
+
+static void a_commits_inevitable_then_pauses(void *arg)
+{
+    ictx *ix = arg;
+    ts_run(tx_make_p, ix);
+    stm_push_root(ix->p);
+    shared_raw = ix->p;
+    ls_wait(1);                     /* B read g_x at the old snapshot */
+    stm_test_set_hook(STM_POINT_COMMIT_UNLOCKED, a_pauses_after_unlock, NULL);
+    ts_run(tx_a_inevitable_writes_x_and_p, ix);
+    stm_test_set_hook(STM_POINT_COMMIT_UNLOCKED, NULL, NULL);
+    stm_pop_root();
+}
+
+static int tx_b_reads_x_then_p(void *arg)
+{
+    ictx *ix = arg;
+    long x = RD(&g_x)->value;
+    if (ix->attempts++ == 0) {
+        ls_set(1);
+        ls_wait(2);                 /* A committed and released its lock */
+    }
+    long p = RD(shared_raw)->value;    /* steals from A */
+    if (x != 1 || p != 6)
+        CHECK(x == 0 && p == 5, "attempt %d saw x = %ld with p = %ld", ix->attempts, x, p);
+    ix->seen = x * 10 + p;
+    return STM_DONE;
+}
+
+static void b_reads_across_the_commit(void *arg)
+{
+    ictx *ix = arg;
+    ts_run(tx_b_reads_x_then_p, ix);
+    ls_set(3);
+    stm_abort_info info;
+    CHECK_EQ(stm_last_abort(&info), 1);
+    CHECK(info.reason == STM_ABORT_VALIDATE_INFLIGHT, "B aborted with %s",
+          stm_abort_reason_name(info.reason));
+}
+
+Test(inevitable, a_steal_right_after_an_inevitable_commit_is_stamped_after_it,
+     .init = ts_setup, .fini = ts_teardown)
+{
+    ts_register_prebuilt(&g_x, 0);
+    ictx ix = { 0 };
+    two_threads(a_commits_inevitable_then_pauses, b_reads_across_the_commit, &ix);
+    CHECK_EQ(ix.attempts, 2);
+    CHECK_EQ(ix.seen, 16);
+}
+#endif
+
 /* ---- atomic sections ------------------------------------------------------------ */
 
 static int tx_atomic_nesting(void *arg)

@@ -65,6 +65,12 @@ typedef struct event {
     int obj;
     bool write;
     long value;
+    /* Diagnostics: the copy the barrier returned, the snapshot after the
+     * access and the read-set size. */
+    const void *copy;
+    intptr_t revision, clock;
+    intptr_t snapshot;
+    size_t read_set;
 } event;
 
 typedef struct attempt {
@@ -119,13 +125,23 @@ static uint64_t next_rand(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static void log_event(tlog *l, int obj, bool write, long value)
+static void log_event(tlog *l, int obj, bool write, long value, const void *copy)
 {
     if (l->nevents == l->cap_events) {
         l->cap_events = l->cap_events ? 2 * l->cap_events : 4096;
         l->events = xrealloc(l->events, l->cap_events * sizeof *l->events);
     }
-    l->events[l->nevents++] = (event){ obj, write, value };
+    l->events[l->nevents++] = (event){ obj,
+                                       write,
+                                       value,
+                                       copy,
+                                       /* Atomic: committers lock and forward
+                                        * public copies concurrently. */
+                                       __atomic_load_n(&((const stm_header *)copy)->revision,
+                                                       __ATOMIC_RELAXED),
+                                       stm_test_global_time(),
+                                       stm_test_snapshot(),
+                                       stm_test_read_set_size() };
     l->attempts[l->nattempts - 1].count++;
 }
 
@@ -160,11 +176,12 @@ static int tx_fn(void *arg)
     for (int i = 0; i < l->nops; i++) {
         int k = l->op_obj[i];
         const cell *c = stm_read(&cells[k]);
-        log_event(l, k, false, c->value);
+        log_event(l, k, false, c->value, c);
         if (l->op_write[i]) {
             long v = ((long)(l->index + 1) << 40) | ++l->seq;
-            ((cell *)stm_write(&cells[k]))->value = v;
-            log_event(l, k, true, v);
+            cell *w = stm_write(&cells[k]);
+            w->value = v;
+            log_event(l, k, true, v, w);
         }
         if (l->junk)
             (void)stm_allocate(64, T_JUNK);   /* garbage: minor collections */
@@ -261,6 +278,37 @@ static void describe(const attempt *a)
     for (size_t i = 0; i < a->count; i++)
         fprintf(stderr, " %c%d=%ld", e[i].write ? 'W' : 'R', e[i].obj, e[i].value);
     fprintf(stderr, "\n");
+}
+
+/* For a failed snapshot: where each value the attempt read was current, and
+ * the committed transactions that made and ended those states. */
+static void explain(const attempt *a, attempt *const *order, size_t n, const version *versions,
+                    size_t nversions)
+{
+    const event *e = events_of(a);
+    for (size_t i = 0; i < a->count; i++) {
+        version key = { .value = e[i].value };
+        const version *v = bsearch(&key, versions, nversions, sizeof *versions, by_value);
+        if (e[i].write || !v) {
+            fprintf(stderr, "  %s %zu: object %d copy %p, snapshot %" PRIdPTR ", read set %zu\n",
+                    e[i].write ? "write" : "read", i, e[i].obj, e[i].copy, e[i].snapshot,
+                    e[i].read_set);
+            continue;
+        }
+        fprintf(stderr,
+                "  read %zu: object %d = %ld current in [%zu, %zu); copy %p rev %" PRIdPTR
+                ", clock %" PRIdPTR ", snapshot %" PRIdPTR ", read set %zu\n",
+                i, e[i].obj, e[i].value, v->from, v->to, e[i].copy, e[i].revision, e[i].clock,
+                e[i].snapshot, e[i].read_set);
+        if (v->from > 0 && v->from <= n) {
+            fprintf(stderr, "    made by state %zu:", v->from);
+            describe(order[v->from - 1]);
+        }
+        if (v->to != SIZE_MAX && v->to <= n) {
+            fprintf(stderr, "    ended by state %zu:", v->to);
+            describe(order[v->to - 1]);
+        }
+    }
 }
 
 /* Did some committed transaction write `value` into object k? */
@@ -378,6 +426,7 @@ static int check(void)
                             "[%zu, %zu), the earlier reads need [%zu, ...))\n",
                             k, e[i].value, v->from, v->to, lo);
                     describe(a);
+                    explain(a, order, n, versions, nversions);
                     return 1;
                 }
             }

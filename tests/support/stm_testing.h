@@ -33,6 +33,8 @@ unsigned stm_test_thread_index(void);
 intptr_t stm_test_global_time(void);
 /* Size of the calling thread's read set. */
 size_t stm_test_read_set_size(void);
+/* The calling thread's snapshot (the clock value its reads are valid at). */
+intptr_t stm_test_snapshot(void);
 
 /* The serialisation point of the calling thread's last commit, for the
  * history checker (tests/model/history.c): a shared commit that took the
@@ -57,6 +59,8 @@ void stm_test_set_max_aborts(long n);
 typedef enum stm_test_point {
     STM_POINT_COMMIT_START,      /* commit_tx entered, nothing locked */
     STM_POINT_COMMIT_LOCKED,     /* shared commit: write locks held, before the clock */
+    STM_POINT_COMMIT_UNLOCKED,   /* private or shared commit: own lock released, the
+                                  * transaction (inevitable or not) not yet ended */
     STM_POINT_COMMIT_DONE,       /* commit finished */
     STM_POINT_STEAL_LOCKED,      /* thief holds the owner's lock, before copying */
     STM_POINT_ABORT,             /* an abort is about to roll back */
