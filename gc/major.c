@@ -427,16 +427,21 @@ static void mark_roots(major_ctx *cx, stm_thread *self)
             }
             mark_pin_vec(cx, &t->pfp);
             mark_vec(cx, &t->stolen);
-            /* Old objects the transaction created may sit in C locals
-             * only where locals are still valid; elsewhere they live or
-             * die by reachability like everything else. */
-            if (holds_locals(t))
+            /* Old objects the transaction created, and the targets of
+             * weak references it followed, may sit in C locals only where
+             * locals are still valid; elsewhere they live or die by
+             * reachability like everything else. */
+            if (holds_locals(t)) {
                 mark_vec(cx, &t->tx_old_private);
+                mark_vec(cx, &t->tx_weak_gets);
+            }
         }
-        /* Pinned whether marked here or not: the list outlives this
-         * collection (it is pruned of the dead below). */
+        /* Pinned whether marked here or not: the lists outlive this
+         * collection (they are pruned of the dead below). */
         for (size_t k = 0; k < t->tx_old_private.count; k++)
             pin((void *)t->tx_old_private.items[k]);
+        for (size_t k = 0; k < t->tx_weak_gets.count; k++)
+            pin((void *)t->tx_weak_gets.items[k]);
     }
     for (size_t i = 0; i < stm_g.global_roots.count; i++) {
         void *p = stm_load_relaxed((void **)stm_g.global_roots.items[i]);
@@ -874,6 +879,7 @@ static void verify_before_sweep(major_ctx *cx)
         verify_vec("old_to_trace entry", &t->old_to_trace, 1);
         verify_vec("young_stubs entry", &t->young_stubs, 1);
         verify_vec("tx_old_private entry", &t->tx_old_private, 1);
+        verify_vec("tx_weak_gets entry", &t->tx_weak_gets, 1);
         verify_vec("old_finalizable entry", &t->old_finalizable, 1);
         if (!t->in_use)
             continue;
@@ -943,14 +949,17 @@ static bool collect(stm_thread *self, bool thorough)
         stm_vec_free(&cx->weak);
         return false;
     }
-    /* Forget the transaction-created objects that are about to be freed. */
+    /* Forget the objects of those lists that are about to be freed. */
     for (unsigned i = 1; i <= n; i++) {
-        stm_vec *v = &stm_g.threads[i]->tx_old_private;
-        size_t kept = 0;
-        for (size_t k = 0; k < v->count; k++)
-            if (((stm_header *)v->items[k])->flags & F_MARK)
-                v->items[kept++] = v->items[k];
-        v->count = kept;
+        stm_vec *lists[] = { &stm_g.threads[i]->tx_old_private, &stm_g.threads[i]->tx_weak_gets };
+        for (size_t l = 0; l < sizeof lists / sizeof *lists; l++) {
+            stm_vec *v = lists[l];
+            size_t kept = 0;
+            for (size_t k = 0; k < v->count; k++)
+                if (((stm_header *)v->items[k])->flags & F_MARK)
+                    v->items[kept++] = v->items[k];
+            v->count = kept;
+        }
     }
     process_weakrefs(cx);
     run_finalizers(cx);

@@ -126,13 +126,20 @@ STM_API void *stm_weakref_new(void *target)
 
 STM_API void *stm_weakref_get(const void *ref)
 {
-    in_tx_or_die("stm_weakref_get");
+    stm_thread *t = in_tx_or_die("stm_weakref_get");
     if (!ref)
         stm_fatal("stm_weakref_get called on NULL");
     const weakref *w = stm_read(ref);
     if (!(stm_load_relaxed(&w->hdr.flags) & F_WEAKREF))
         stm_fatal("stm_weakref_get: %p is not a weak reference (tid %u)", ref, w->hdr.tid);
-    return w->target;
+    void *target = w->target;
+    /* The caller holds the target in a C local, like a field it read, but
+     * no strong reference we trace may lead to it: a major collection at
+     * the next barrier slow path would free it.  Young targets are roots
+     * of every major collection anyway (DESIGN.md 13.7). */
+    if (target && !stm_is_young(t, target) && !stm_vec_push(&t->tx_weak_gets, (uintptr_t)target))
+        stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, ref);
+    return target;
 }
 
 /* ---- finalizers ------------------------------------------------------ */

@@ -482,6 +482,7 @@ static void end_tx(stm_thread *t)
 {
     stm_account_allocation(t);
     stm_vec_clear(&t->tx_old_private);
+    stm_vec_clear(&t->tx_weak_gets);
     stm_store_relaxed(&t->state, TX_NONE);
     t->explicit_inevitable = false;
     tls_outside_tx();

@@ -159,6 +159,7 @@ typedef struct stm_thread {
     stm_vec gc_work;                 /* minor collection's scan queue */
     stm_vec stub_memory;             /* preallocated stubs for the next shared commit */
     stm_vec tx_old_private;          /* old objects created or copied by this transaction */
+    stm_vec tx_weak_gets;            /* old targets stm_weakref_get returned in it */
     stm_vec young_shadows;           /* pairs (young object, its reserved old address) */
     stm_vec young_finalizable;       /* young objects of types with finalizers */
     stm_vec old_finalizable;         /* originals of old objects with finalizers */

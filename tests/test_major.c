@@ -1351,6 +1351,93 @@ Test(major, collection_while_another_thread_is_in_a_transaction, .init = ts_setu
     CHECK_EQ(y, 30 + 77 + 5);
 }
 
+/* What stm_weakref_get returns is a C local like any field value the
+ * transaction read: a major collection while the transaction waits at a
+ * safe point that keeps locals must not free it, even when nothing but the
+ * weak reference leads to it any more (gcstress found it: the stm_read
+ * right after stm_weakref_get met a freed block). */
+static int tx_wl_setup(void *arg)
+{
+    (void)arg;
+    node *t = ts_new_node(41, NULL, NULL);
+    stm_push_root(t);
+    void *w = stm_weakref_new(t);
+    t = stm_pop_root();
+    WR(&g_x)->left = w;
+    WR(&g_y)->left = t;                        /* the only strong reference */
+    stm_minor_collect();                       /* everything old */
+    return STM_DONE;
+}
+
+static int tx_wl_drop(void *arg)
+{
+    (void)arg;
+    WR(&g_y)->left = NULL;
+    return STM_DONE;
+}
+
+static int tx_wl_b_gets(void *arg)
+{
+    mt_ctx *cx = arg;
+    cx->b_attempts++;
+    node *t = stm_weakref_get(RD(&g_x)->left);
+    CHECK(t != NULL, "the target died before the collection");
+    ls_set(1);
+    while (!__atomic_load_n(&g_go, __ATOMIC_ACQUIRE))
+        (void)stm_should_break();              /* a safe point that keeps locals */
+    cx->b_seen = RD(t)->value;
+    return STM_DONE;
+}
+
+static void wl_b(void *arg)
+{
+#ifdef STM_TESTING
+    stm_test_set_max_aborts(0);
+#endif
+    ts_run(tx_wl_b_gets, arg);
+}
+
+static void wl_a(void *arg)
+{
+    mt_ctx *cx = arg;
+    ls_wait(1);                                /* B holds the target in a local */
+    ts_run(tx_wl_drop, NULL);
+    cx->before = ts_stats();
+    major();
+    cx->after = ts_stats();
+    __atomic_store_n(&g_go, 1, __ATOMIC_RELEASE);
+}
+
+static int tx_wl_get(void *arg)
+{
+    *(void **)arg = stm_weakref_get(RD(&g_x)->left);
+    return STM_DONE;
+}
+
+Test(major, weakref_target_held_in_a_local_survives_a_collection, .init = ts_setup,
+     .fini = ts_teardown)
+{
+    ts_register_prebuilt(&g_x, 0);
+    ts_register_prebuilt(&g_y, 0);
+    ts_run(tx_wl_setup, NULL);
+    mt_ctx cx = { 0 };
+    two_threads(wl_a, wl_b, &cx);
+    CHECK_EQ(cx.b_attempts, 1);
+    CHECK_EQ(cx.b_seen, 41);
+    CHECK_EQ(DELTA(cx.after, cx.before, weakrefs_cleared), 0);
+    /* The transaction is over: now only the weak reference leads to it. */
+    stm_stats s0 = ts_stats();
+    major();
+    stm_stats s1 = ts_stats();
+    /* Every copy of the weak reference (ours, the public one B stole) is
+     * cleared. */
+    CHECK(DELTA(s1, s0, weakrefs_cleared) >= 1, "cleared %lld",
+          DELTA(s1, s0, weakrefs_cleared));
+    void *t = &cx;
+    ts_run(tx_wl_get, &t);
+    CHECK(t == NULL, "the weak reference was not cleared");
+}
+
 /* B read g_x, then A commits a new g_x and collects while B waits at an
  * allocation (a safe point after which locals are dead): the collection
  * finds B's read outdated; B is rolled back and succeeds on its retry. */
