@@ -254,10 +254,16 @@ void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx)
 
 static bool is_outdated_public(const stm_header *h);
 
-/* Everything one copy keeps alive: its fields (unless it only forwards;
- * outdated copies too, since a transaction that read one while it was
- * current may still follow its fields before it validates), the newer
- * copy its revision names, its backup or its original. */
+/* Everything one copy keeps alive: its fields, the newer copy its
+ * revision names, its backup or its original.  Not the fields of a copy
+ * that only forwards (same content as its target), nor those of an
+ * outdated public copy: the one reader that may still follow them is a
+ * running transaction that read the copy while it was current, and such
+ * a copy is in its read set or write set, where mark_read keeps its
+ * fields alive (and pinned).  Tracing them for everyone would let any
+ * outdated copy that stays reachable -- a prebuilt object, an original
+ * kept as identity -- keep what its old state referenced alive for good
+ * (test_major.c, weakref_cleared_after_a_stolen_target_is_dropped). */
 static void trace_copy(major_ctx *cx, stm_header *h, bool young)
 {
     uint32_t f = h->flags;
@@ -281,7 +287,7 @@ static void trace_copy(major_ctx *cx, stm_header *h, bool young)
     }
     if (f & F_WEAKREF)
         push(cx, &cx->weak, h);
-    else if (!(f & F_MOVED))
+    else if (!(f & F_MOVED) && !is_outdated_public(h))
         stm_g.cfg.trace(h, mark_visit, cx);
     if (REV_IS_PTR(rev))
         mark_obj(cx, (void *)rev);
@@ -426,7 +432,13 @@ static void mark_roots(major_ctx *cx, stm_thread *self)
                 mark_obj(cx, (void *)e->value);
             }
             mark_pin_vec(cx, &t->pfp);
-            mark_vec(cx, &t->stolen);
+            /* Thieves' reports not drained yet: the public copy becomes a
+             * write-set key (and may enter the read set) at the drain, so
+             * it is one already (found by the random tester, seed 3810). */
+            for (size_t k = 0; k + 1 < t->stolen.count; k += 2) {
+                mark_read(cx, (void *)t->stolen.items[k]);
+                mark_obj(cx, (void *)t->stolen.items[k + 1]);
+            }
             /* Old objects the transaction created, and the targets of
              * weak references it followed, may sit in C locals only where
              * locals are still valid; elsewhere they live or die by
@@ -709,7 +721,10 @@ static void compact(major_ctx *cx, stm_thread *self)
     for (size_t i = 0; i < cx->marked.count; i++) {
         stm_header *x = (stm_header *)cx->marked.items[i];
         uint32_t f = x->flags;
-        if (!(f & (F_STUB | F_MOVED | F_WEAKREF)))
+        /* Outdated copies' fields were not traced (trace_copy) and may
+         * name freed blocks; every transaction that could read them is
+         * doomed (step 1), and relocation overwrites them. */
+        if (!(f & (F_STUB | F_MOVED | F_WEAKREF)) && !is_outdated_public(x))
             stm_g.cfg.trace(x, fwd_visit, NULL);
     }
     for (size_t i = 0; i < cx->weak.count; i++) {
@@ -832,7 +847,7 @@ static void verify_copy(const stm_header *h)
     verify_from = h;
     verify_what = "field of";
     uint32_t f = h->flags;
-    if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)))
+    if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)) && !is_outdated_public(h))
         stm_g.cfg.trace((void *)h, verify_visit, NULL);
     verify_what = "revision of";
     if (REV_IS_PTR(h->revision) || ((f & F_STUB) && REV_IS_STUBPTR(h->revision)))

@@ -23,13 +23,13 @@
  * builds (STM_DEBUG=2) also verify, before every sweep, that nothing
  * reachable is about to be freed.
  *
- * Several tests began as reports of bugs they found (stm_fatal when rekeying
- * a write set ran out of memory; a stale mark on a prebuilt object after a
- * collection given up for lack of memory; no recovery from the heap limit
- * when the nursery references dropped data, which then uncovered a sweep
- * that skipped pages); they now guard the fixes.  The one marked
- * .disabled = true shows a known limitation (DESIGN 13.9): a leak through
- * the stale fields of an outdated prebuilt object.
+ * Several tests began as reports of bugs they found (stm_fatal when
+ * rekeying a write set ran out of memory; a stale mark on a prebuilt
+ * object after a collection given up for lack of memory; a leak through
+ * the stale fields of an outdated prebuilt object; no recovery from the
+ * heap limit when the nursery references dropped data, which then
+ * uncovered a sweep that skipped pages; a weak reference's target freed
+ * while a transaction held it in a local); they now guard the fixes.
  *
  * Criterion runs a suite's fixtures as well as a test's, so each test names
  * its own fixture. */
@@ -790,25 +790,16 @@ Test(major, weakref_to_an_object_stolen_by_another_thread, .init = ts_setup,
     (void)stm_pop_root();
 }
 
-/* DISABLED: known limitation (docs/DESIGN.md 13.9).  The same, then the target is
- * dropped (g_box->right = NULL): it is unreachable, yet neither weak
- * reference is ever cleared and the object is never freed.
- *
- * Observed (debug build): after any number of major collections
- * stm_weakref_get still returns B's public copy of the target (kind
- * PUBLIC, stamp 3).  Cause: the collection run in ws_a (while B was
- * parked) compacted g_box's chain by moving B's then-current public copy
- * of g_box into g_box's original, which is the prebuilt object itself
- * (relocation memcpy's the fields into the static g_box).  tx_ws_drop then
- * made a private copy of the now-current prebuilt, so g_box is again an
- * outdated public copy, but its static fields still hold right = (the
- * target).  Prebuilt objects are permanent roots and trace_copy traces
- * the fields of outdated public copies (and of originals kept only as
- * identity, F_ORIGINAL), so the stale version keeps the target alive for
- * good: a leak of everything an old version of a prebuilt object (or of
- * an identity-holding original) referenced. */
+/* The same, then the target is dropped (g_box->right = NULL): one
+ * collection clears both weak references.  The collection run in ws_a
+ * (while B was parked) compacted g_box's chain by moving B's then-current
+ * public copy into g_box's original, the static prebuilt object itself;
+ * tx_ws_drop then replaced that state, leaving g_box an outdated public
+ * copy whose static fields still name the target.  Prebuilt objects are
+ * permanent roots: the collector once traced outdated copies' fields, and
+ * this stale state kept the target alive for good (DESIGN 13.3). */
 Test(major, weakref_cleared_after_a_stolen_target_is_dropped, .init = ts_setup,
-     .fini = ts_teardown, .disabled = true)
+     .fini = ts_teardown)
 {
     ts_register_prebuilt(&g_box, 0);
     wsctx cx = { 0 };
