@@ -136,8 +136,12 @@ STM_API void *stm_weakref_get(const void *ref)
     /* The caller holds the target in a C local, like a field it read, but
      * no strong reference we trace may lead to it: a major collection at
      * the next barrier slow path would free it.  Young targets are roots
-     * of every major collection anyway (DESIGN.md 13.7). */
-    if (target && !stm_is_young(t, target) && !stm_vec_push(&t->tx_weak_gets, (uintptr_t)target))
+     * of every major collection anyway (DESIGN.md 13.7).  Asking twice in
+     * a row for the same target (a loop) lists it once. */
+    stm_vec *gets = &t->tx_weak_gets;
+    if (target && !stm_is_young(t, target) &&
+        !(gets->count && gets->items[gets->count - 1] == (uintptr_t)target) &&
+        !stm_vec_push(gets, (uintptr_t)target))
         stm_abort_tx(t, STM_ABORT_OUT_OF_MEMORY, ref);
     return target;
 }
