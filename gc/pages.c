@@ -436,7 +436,9 @@ void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
     stm_store_relaxed(&o->bytes_in_use, in_use);
 }
 
-void gc_verify_oldspace(stm_thread *t, void (*check)(const stm_header *))
+/* Calls fn on every block of t's old space handed out so far, free or
+ * not, and on every large object. */
+static void for_each_block(stm_thread *t, void (*fn)(stm_header *, void *), void *ctx)
 {
     gc_oldspace *o = &t->old;
     for (size_t i = 0; i < o->npages; i++) {
@@ -446,37 +448,36 @@ void gc_verify_oldspace(stm_thread *t, void (*check)(const stm_header *))
         size_t csize = class_size_of(pg->cls);
         bool current;
         char *end = page_used_end(o, pg, csize, &current);
-        for (char *b = pg->start; b < end; b += csize) {
-            stm_header *h = (stm_header *)b;
-            if ((h->flags & F_MARK) && !(h->flags & F_SHADOW))
-                check(h);
-        }
+        for (char *b = pg->start; b < end; b += csize)
+            fn((stm_header *)b, ctx);
     }
-    for (size_t i = 0; i < o->large.count; i += 2) {
-        stm_header *h = (stm_header *)o->large.items[i];
-        if (h->flags & F_MARK)
-            check(h);
-    }
+    for (size_t i = 0; i < o->large.count; i += 2)
+        fn((stm_header *)o->large.items[i], ctx);
+}
+
+typedef void verify_fn(const stm_header *);
+
+static void verify_block(stm_header *h, void *check)
+{
+    if ((h->flags & F_MARK) && !(h->flags & F_SHADOW))
+        (*(verify_fn **)check)(h);
+}
+
+void gc_verify_oldspace(stm_thread *t, verify_fn *check)
+{
+    for_each_block(t, verify_block, &check);
+}
+
+static void unmark_block(stm_header *h, void *ctx)
+{
+    (void)ctx;
+    if (!(h->flags & F_FREE))
+        h->flags &= ~F_GC_BITS;
 }
 
 void gc_unmark_oldspace(stm_thread *t)
 {
-    gc_oldspace *o = &t->old;
-    for (size_t i = 0; i < o->npages; i++) {
-        gc_page *pg = &o->pages[i];
-        if (pg->cls < 0)
-            continue;
-        size_t csize = class_size_of(pg->cls);
-        bool current;
-        char *end = page_used_end(o, pg, csize, &current);
-        for (char *b = pg->start; b < end; b += csize) {
-            stm_header *h = (stm_header *)b;
-            if (!(h->flags & F_FREE))
-                h->flags &= ~F_GC_BITS;
-        }
-    }
-    for (size_t i = 0; i < o->large.count; i += 2)
-        ((stm_header *)o->large.items[i])->flags &= ~F_GC_BITS;
+    for_each_block(t, unmark_block, NULL);
 }
 
 uint64_t gc_old_bytes_in_use(void)
