@@ -211,22 +211,41 @@ static void push(major_ctx *cx, stm_vec *v, const void *p)
         cx->oom = true;
 }
 
+/* Sets F_MARK on an unmarked old block (slot: its chunk's) and counts
+ * it in its page, so that the sweep can pool pages with no mark unwalked.
+ * The only two places that mark old blocks go through here. */
+static inline void set_mark(stm_header *h, uint32_t f, const gc_chunk_slot *sl)
+{
+    h->flags = f | F_MARK;
+    gc_page *pg = gc_page_of(sl, h);
+    if (pg)
+        pg->marked++;
+}
+
 static void mark_obj(major_ctx *cx, const void *p)
 {
-    if (!p || is_young(p))
+    if (!p)
         return;
+    const gc_chunk_slot *sl = gc_chunk_slot_of(p);
+    unsigned entry = sl ? stm_load_relaxed(&sl->entry) : 0;
+    if (entry & GC_CHUNK_NURSERY)
+        return;                       /* young objects are all roots */
     stm_header *h = (stm_header *)p;
     uint32_t f = h->flags;
     if (f & F_MARK)
         return;
     STM_ASSERT(!(f & F_FREE));
-    /* A static object is recorded before it is marked: its mark must be
-     * undone even if this collection gives up. */
-    if (gc_owner_of(p) == 0 && !stm_vec_push(&cx->statics, (uintptr_t)p)) {
-        cx->oom = true;
-        return;
+    if (entry == 0) {
+        /* A static object is recorded before it is marked: its mark must
+         * be undone even if this collection gives up. */
+        if (!stm_vec_push(&cx->statics, (uintptr_t)p)) {
+            cx->oom = true;
+            return;
+        }
+        h->flags = f | F_MARK;
+    } else {
+        set_mark(h, f, sl);
     }
-    h->flags = f | F_MARK;
     if (f & F_SHADOW)
         return;                       /* a reserved address: nothing inside */
     push(cx, &cx->stack, p);
@@ -236,7 +255,8 @@ static void mark_obj(major_ctx *cx, const void *p)
 static void mark_raw(const void *p)
 {
     stm_header *h = (stm_header *)p;
-    h->flags |= F_MARK;
+    if (!(h->flags & F_MARK))
+        set_mark(h, h->flags, gc_chunk_slot_of(p));
 }
 
 static void mark_visit(void **field, void *ctx)

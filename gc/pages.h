@@ -14,6 +14,47 @@
 /* Objects above this size get chunks of their own. */
 #define GC_LARGE ((size_t)32 << 10)
 
+/* The chunk table: a two-level table over 48-bit addresses (2^28 chunks)
+ * saying, for any address, which thread owns the chunk and whether it is
+ * a nursery (entry: the owner's index, plus GC_CHUNK_NURSERY; 0 for
+ * memory that is not the library's), and for a chunk of old pages where
+ * its pages' records are (first_page: 1 + the index in the owner's
+ * pages[] of the page at the chunk's start, set when that page is carved;
+ * 0 for nurseries and large objects).  `entry` is read by any thread
+ * (relaxed: set before the chunk's memory is handed out, and published
+ * with it); `first_page` is written by the owner and read by the major
+ * collector with the world stopped. */
+#define GC_CHUNK_TOP_BITS 14
+#define GC_CHUNK_LEAF_BITS (48 - GC_CHUNK_SHIFT - GC_CHUNK_TOP_BITS)
+#define GC_CHUNK_NURSERY 0x8000u
+typedef struct gc_chunk_slot {
+    uint16_t entry;
+    uint32_t first_page;
+} gc_chunk_slot;
+STM_HIDDEN extern gc_chunk_slot *gc_chunk_table[1u << GC_CHUNK_TOP_BITS];
+
+/* The slot of p's chunk; NULL if no chunk near p was ever mapped. */
+static inline gc_chunk_slot *gc_chunk_slot_of(const void *p)
+{
+    uintptr_t idx = (uintptr_t)p >> GC_CHUNK_SHIFT;
+    if (idx >> (GC_CHUNK_LEAF_BITS + GC_CHUNK_TOP_BITS))
+        return NULL;
+    /* Pairs with the release store in chunk_table_set. */
+    gc_chunk_slot *leaf = stm_load_acquire(&gc_chunk_table[idx >> GC_CHUNK_LEAF_BITS]);
+    return leaf ? &leaf[idx & ((1u << GC_CHUNK_LEAF_BITS) - 1)] : NULL;
+}
+
+/* The record of the old page holding p, given p's chunk slot; NULL for a
+ * large object.  World stopped (the owner's pages[] does not move). */
+static inline gc_page *gc_page_of(const gc_chunk_slot *sl, const void *p)
+{
+    uint32_t first = stm_load_relaxed(&sl->first_page);
+    if (!first)
+        return NULL;
+    stm_thread *owner = stm_thread_by_index(stm_load_relaxed(&sl->entry));
+    return &owner->old.pages[first - 1 + (((uintptr_t)p & (GC_CHUNK - 1)) / GC_PAGE)];
+}
+
 /* Maps `size` bytes (rounded up to whole chunks) owned by thread `owner`;
  * `nursery` marks the chunks so that gc_is_any_nursery knows them.  NULL
  * when the system refuses or the heap limit would be exceeded. */
@@ -63,6 +104,7 @@ static inline void *gc_promote_alloc(stm_thread *t, size_t rounded)
         } else {
             return gc_old_alloc(t, rounded);
         }
+        cs->nalloc++;
         stm_counter_add(&t->old.bytes_in_use, rounded);
         return p;
     }

@@ -96,11 +96,15 @@ typedef struct gc_class_state {
     char *bump, *end;                /* current page */
     void *free_list;
     size_t nfree;                    /* blocks on free_list */
+    size_t nalloc;                   /* blocks handed out and not freed */
 } gc_class_state;
-/* A page of one size class; `cls` is -1 while the page is in the pool. */
+/* A page of one size class; `cls` is -1 while the page is in the pool.
+ * `marked` counts the blocks a major collection marked in it (zero
+ * outside marking): a page with none is pooled without being walked. */
 typedef struct gc_page {
     char *start;
     int cls;
+    uint32_t marked;
 } gc_page;
 typedef struct gc_oldspace {
     gc_class_state cls[GC_CLASSES];
