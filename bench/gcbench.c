@@ -303,9 +303,12 @@ static void gb_backend_json(FILE *f)
     stm_stats s;
     get_stats(&s);
     fprintf(f, ",\"gc_version\":\"libstm %d.%d\",\"nursery_bytes\":%zu,\"major_growth_percent\":%u,"
-               "\"major_min_heap_bytes\":%zu,\"commits\":%llu,\"aborts\":%llu",
+               "\"major_min_heap_bytes\":%zu,\"commits\":%llu,\"aborts\":%llu,"
+               "\"bytes_allocated\":%llu,\"bytes_promoted\":%llu,\"objects_freed\":%llu",
             STM_VERSION_MAJOR, STM_VERSION_MINOR, cfg.nursery_size, cfg.major_growth_percent,
-            cfg.major_min_heap, (unsigned long long)s.commits, (unsigned long long)s.aborts);
+            cfg.major_min_heap, (unsigned long long)s.commits, (unsigned long long)s.aborts,
+            (unsigned long long)s.bytes_allocated, (unsigned long long)s.bytes_promoted,
+            (unsigned long long)s.objects_freed);
     env_overrides(f, true);
 }
 
@@ -314,9 +317,11 @@ static void gb_backend_describe(FILE *f)
     stm_stats s;
     get_stats(&s);
     fprintf(f, "libstm %d.%d: nursery %zu KiB per thread, major collection at +%u%% "
-               "(not below %zu MiB); %llu commits, %llu aborts",
+               "(not below %zu MiB); %llu commits, %llu aborts; %.0f MiB allocated, %.0f MiB "
+               "promoted",
             STM_VERSION_MAJOR, STM_VERSION_MINOR, cfg.nursery_size >> 10,
             cfg.major_growth_percent, cfg.major_min_heap >> 20, (unsigned long long)s.commits,
-            (unsigned long long)s.aborts);
+            (unsigned long long)s.aborts, (double)s.bytes_allocated / 1048576.0,
+            (double)s.bytes_promoted / 1048576.0);
     env_overrides(f, false);
 }
