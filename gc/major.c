@@ -420,7 +420,15 @@ static void mark_roots(major_ctx *cx, stm_thread *self)
     for (unsigned i = 1; i <= n; i++) {
         stm_thread *t = stm_g.threads[i];
         for_each_young(t, mark_young, cx);
-        mark_pin_vec(cx, &t->old_to_trace);
+        /* The remembered set lists old objects written or allocated
+         * (large ones) since the last minor collection.  Only where C
+         * locals are live must it keep them (a large object just
+         * allocated may sit in one); elsewhere its dead entries are
+         * dropped (collect), or a program that allocates only large
+         * objects could never free them before its next minor collection
+         * (tests/test_major.c, old_blocks_from_pages_pooled_unwalked...). */
+        if (!t->in_use || holds_locals(t))
+            mark_pin_vec(cx, &t->old_to_trace);
         mark_pin_vec(cx, &t->young_stubs);
         for (size_t k = 0; k < t->stub_memory.count; k++)
             mark_raw((void *)t->stub_memory.items[k]);
@@ -1021,7 +1029,8 @@ static bool collect(stm_thread *self, bool thorough)
     /* Lists that outlive the collection and that compaction does not
      * rewrite: forget their objects about to be freed, pin the others. */
     for (unsigned i = 1; i <= n; i++) {
-        stm_vec *lists[] = { &stm_g.threads[i]->tx_old_private, &stm_g.threads[i]->tx_weak_gets };
+        stm_vec *lists[] = { &stm_g.threads[i]->tx_old_private, &stm_g.threads[i]->tx_weak_gets,
+                             &stm_g.threads[i]->old_to_trace };
         for (size_t l = 0; l < sizeof lists / sizeof *lists; l++)
             prune_and_pin(lists[l]);
     }

@@ -583,6 +583,55 @@ Test(major, sweep_sees_every_page_when_full_pages_are_reused, .init = ts_setup,
           kept);
 }
 
+/* Blocks between the large-object threshold (16 KiB with the default
+ * nursery) and GC_LARGE are allocated straight in old pages, which a sweep
+ * may have pooled without walking or clearing them: allocation must still
+ * hand them out zeroed.  Old blocks are filled with pointers, dropped,
+ * collected, then allocated again and read before anything is written. */
+enum { DIRTY_ARRAYS = 30, DIRTY_ITEMS = 2500 };   /* 20 KiB class, 3 per page */
+
+static int tx_dirty_old_blocks(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < DIRTY_ARRAYS; i++) {
+        array *a = stm_allocate(ARRAY_SIZE(DIRTY_ITEMS), T_ARRAY);
+#ifdef STM_TESTING
+        CHECK(!stm_test_is_young(a), "a %zu-byte object was allocated in the nursery",
+              (size_t)ARRAY_SIZE(DIRTY_ITEMS));
+#endif
+        a = stm_write(a);
+        a->n = DIRTY_ITEMS;
+        for (int k = 0; k < DIRTY_ITEMS; k++)
+            a->items[k] = &g_box;
+    }
+    return STM_DONE;
+}
+
+static int tx_fresh_old_blocks_are_zero(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < DIRTY_ARRAYS; i++) {
+        const array *a = stm_read(stm_allocate(ARRAY_SIZE(DIRTY_ITEMS), T_ARRAY));
+        CHECK_EQ(a->n, 0);
+        for (int k = 0; k < DIRTY_ITEMS; k++)
+            CHECK(a->items[k] == NULL, "array %d item %d of a new object is %p", i, k, a->items[k]);
+    }
+    return STM_DONE;
+}
+
+Test(major, old_blocks_from_pages_pooled_unwalked_are_handed_out_zeroed, .init = ts_setup,
+     .fini = ts_teardown)
+{
+    ts_register_prebuilt(&g_box, 0);
+    ts_run(tx_dirty_old_blocks, NULL);
+    stm_stats s0 = ts_stats();
+    major();
+    stm_stats s1 = ts_stats();
+    CHECK(DELTA(s1, s0, objects_freed) >= DIRTY_ARRAYS, "objects_freed went up by %lld",
+          DELTA(s1, s0, objects_freed));
+    ts_run(tx_fresh_old_blocks_are_zero, NULL);
+}
+
 /* ==== 3. weak references ================================================================ */
 
 typedef struct wctx {
