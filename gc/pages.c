@@ -392,6 +392,13 @@ static size_t check_unmarked_page(const gc_page *pg, const char *end, size_t csi
 }
 #endif
 
+/* Page i, found empty by a sweep, goes back to the pool for any class. */
+static void pool_page(gc_oldspace *o, size_t i)
+{
+    o->pages[i].cls = -1;
+    stm_vec_push_reserved(&o->free_pages, i);   /* reserved in new_page */
+}
+
 void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
 {
     gc_oldspace *o = &t->old;
@@ -423,8 +430,7 @@ void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
 #if STM_DEBUG > 0
             unwalked_allocated[pg->cls] += check_unmarked_page(pg, end, csize);
 #endif
-            pg->cls = -1;
-            stm_vec_push_reserved(&o->free_pages, i);   /* reserved in new_page */
+            pool_page(o, i);
             continue;
         }
         pg->marked = 0;
@@ -456,8 +462,7 @@ void gc_sweep_oldspace(stm_thread *t, gc_sweep_result *r)
         live_blocks[pg->cls] += live;
         if (live == 0 && !current) {
             /* Marks cleared since (compaction frees copies it moved). */
-            pg->cls = -1;
-            stm_vec_push_reserved(&o->free_pages, i);
+            pool_page(o, i);
             continue;
         }
         in_use += live * csize;
