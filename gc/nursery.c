@@ -130,14 +130,22 @@ typedef struct minor_ctx {
     uint64_t promoted;
 } minor_ctx;
 
-/* The reserved old address (stm_id) of young object h, if any. */
-static stm_header *shadow_of(const stm_header *h)
+/* The reserved old address (stm_id) of young object h, if any.  Any
+ * other ident is an original, possibly another thread's object whose
+ * flags its owner writes without our lock (its minor collection re-arms
+ * F_WRITE_BARRIER): a shadow is always ours (stm_id takes it from our old
+ * space), so we read the flags of our objects only.  Relaxed: other
+ * threads set hint bits of our public objects with atomic ors (found by
+ * TSan in intset). */
+static stm_header *shadow_of(stm_thread *t, const stm_header *h)
 {
     uintptr_t id = h->ident;
     if (h->flags & F_PFP)
-        id = ((const stm_header *)id)->ident;
+        id = ((const stm_header *)id)->ident;   /* the backup: ours */
     stm_header *s = (stm_header *)id;
-    return s && (s->flags & F_SHADOW) ? s : NULL;
+    if (!s || gc_owner_of(s) != t->index)
+        return NULL;
+    return (stm_load_relaxed(&s->flags) & F_SHADOW) ? s : NULL;
 }
 
 /* Returns the address `p` (a young object) lives at after the collection. */
@@ -149,7 +157,7 @@ static void *evacuate(minor_ctx *cx, void *p)
     /* The whole rounded block: the nursery keeps the slack zero, and the
      * old block need not be cleared first. */
     size_t size = stm_round_size(gc_object_size(p));
-    stm_header *shadow = shadow_of(h);
+    stm_header *shadow = shadow_of(cx->t, h);
     void *n = shadow ? (void *)shadow : gc_promote_alloc(cx->t, size);
     if (!n)   /* cannot happen: gc_old_reserve ran first */
         stm_fatal("out of memory while promoting %zu bytes in a minor collection", size);
@@ -240,11 +248,21 @@ static void visit_minor_roots(stm_thread *t, stm_visit_fn *visit, void *ctx, boo
         if (!stm_is_young(t, target))
             continue;
         visit(&target, ctx);
+        if (!collecting)
+            continue;
+        /* A target a thief published (F_MOVED) is now that public copy,
+         * in the thief's old space: the stub becomes a plain forwarder to
+         * it.  Kept as a stub it would lead readers to lock us for an
+         * object that is not ours (stm_steal trusts s->owner).  Relaxed:
+         * the copy was made under our lock, which we hold; its flags only
+         * gain hint bits meanwhile. */
+        intptr_t now = (intptr_t)target;
+        if (!(stm_load_relaxed(&((stm_header *)target)->flags) & F_PUBLIC))
+            now |= 2;
         /* Release: pairs with the acquire loads of stub revisions in
          * stm_resolve: the copied object is complete before it is
          * reachable through the stub. */
-        if (collecting)
-            stm_store_release(&s->hdr.revision, (intptr_t)target | 2);
+        stm_store_release(&s->hdr.revision, now);
     }
 }
 
@@ -274,7 +292,7 @@ static void count_visit(void **slot, void *ctx)
         return;
     h->flags |= F_MARK;
     stm_vec_push_reserved(cc->work, (uintptr_t)h);   /* one entry per object */
-    if (!shadow_of(h)) {
+    if (!shadow_of(cc->t, h)) {
         size_t csize;
         int c = gc_size_class(stm_round_size(gc_object_size(h)), &csize);
         cc->bytes[c] += csize;

@@ -166,7 +166,13 @@ void *stm_steal(stm_thread *me, const void *obj_or_stub, unsigned owner_index)
     stm_header *target = h;
     bool via_stub = (stm_load_relaxed(&h->flags) & F_STUB) != 0;
     if (via_stub) {
-        intptr_t rev = stm_load_relaxed(&h->revision);
+        /* Acquire, though we hold the owner's lock: a stub already stolen
+         * is a public forwarder, and path compression re-points those
+         * without the lock (CAS release in stm_resolve's compress); this
+         * pairs with it, and with the release store below.  Relaxed let
+         * us read a copy another thread had just finished (found by TSan
+         * in intset, a thief's fresh copy read without ordering). */
+        intptr_t rev = stm_load_acquire(&h->revision);
         if (!REV_IS_STUBPTR(rev)) {      /* someone stole it meanwhile */
             stm_elide_unlock(owner);
             return (void *)rev;

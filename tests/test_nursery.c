@@ -474,6 +474,71 @@ Test(nursery, stubs_into_the_nursery_are_repointed_by_its_owner, .init = ts_setu
     CHECK_EQ(nx.v, 2);
 }
 
+/* A stub into our nursery whose target another thief stole directly (not
+ * through this stub) must become a plain forwarder to that thief's public
+ * copy at our minor collection, not a stub of ours leading to it: stm_steal
+ * would lock us for an object in another thread's old space (DESIGN I5). */
+static node *volatile shared_raw_leaf;
+
+static void owner_a_leaf_stolen(void *arg)
+{
+    nctx *nx = arg;
+    ts_run(tx_make, nx);                 /* n(1) -> leaf(2), both young */
+    nx->m = nx->n->left;
+    shared_raw = nx->n;
+    shared_raw_leaf = nx->m;
+    ls_set(1);
+    ls_wait(2);                          /* B holds a stub to leaf, and stole leaf */
+    ts_run(tx_collect_only, nx);
+    ls_set(3);
+    ls_wait(4);
+}
+
+static int tx_b_steal_leaf(void *arg)
+{
+    nctx *nx = arg;
+    node *leaf = RD(shared_raw_leaf);    /* raw pointer: a steal, not via the stub */
+    CHECK_PTR_NEQ(leaf, nx->m);
+    KIND(leaf, STM_KIND_PUBLIC);
+    CHECK_EQ(leaf->value, 2);
+    KIND(nx->w->left, STM_KIND_STUB);    /* the stub still leads to the young leaf */
+    nx->n = leaf;
+    return STM_DONE;
+}
+
+static int tx_b_stub_forwards(void *arg)
+{
+    nctx *nx = arg;
+    node *stub = nx->w->left;
+    KIND(stub, STM_KIND_PUBLIC_OUTDATED);
+    CHECK(ts_stub_target(stub) == NULL, "the stub no longer names a target of thread A");
+    CHECK_PTR_EQ(ts_forward(stub), nx->n);   /* straight to B's public copy */
+    CHECK_PTR_EQ(RD(stub), nx->n);
+    nx->v = RD(stub)->value;
+    return STM_DONE;
+}
+
+static void thief_b_leaf_stolen(void *arg)
+{
+    nctx *nx = arg;
+    ls_wait(1);
+    ts_run(tx_b_steal_n, nx);
+    ts_run(tx_b_steal_leaf, nx);
+    ls_set(2);
+    ls_wait(3);
+    ts_run(tx_b_stub_forwards, nx);
+    ls_set(4);
+}
+
+Test(nursery, stub_to_a_young_object_stolen_directly_becomes_a_forwarder, .init = ts_setup,
+     .fini = ts_teardown)
+{
+    nctx nx = { 0 };
+    two_threads(owner_a_leaf_stolen, thief_b_leaf_stolen, &nx);
+    CHECK_EQ(nx.promoted, 0);            /* n and leaf both live on as B's copies */
+    CHECK_EQ(nx.v, 2);
+}
+
 /* ---- nursery size from the environment ---------------------------------------- */
 
 static void setup_env_4k(void)
