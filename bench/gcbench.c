@@ -283,7 +283,8 @@ static void get_stats(stm_stats *s)
     stm_get_stats(s);
 }
 
-/* Settings as configured; the STM_* environment variables may override. */
+/* The STM_* variables set, for the record (the figures printed are the
+ * settings in effect, which already include them). */
 static void env_overrides(FILE *f, bool json)
 {
     static const char *const vars[] = { "STM_NURSERY_SIZE", "STM_HEAP_LIMIT", "STM_MAJOR_GROWTH" };
@@ -298,15 +299,26 @@ static void env_overrides(FILE *f, bool json)
     }
 }
 
+/* The settings in effect (the STM_* environment overrides applied). */
+static stm_config effective_config(void)
+{
+    stm_config c;
+    stm_config_init(&c);
+    if (stm_get_config(&c) != STM_OK)
+        c = cfg;
+    return c;
+}
+
 static void gb_backend_json(FILE *f)
 {
     stm_stats s;
     get_stats(&s);
+    stm_config eff = effective_config();
     fprintf(f, ",\"gc_version\":\"libstm %d.%d\",\"nursery_bytes\":%zu,\"major_growth_percent\":%u,"
                "\"major_min_heap_bytes\":%zu,\"commits\":%llu,\"aborts\":%llu,"
                "\"bytes_allocated\":%llu,\"bytes_promoted\":%llu,\"objects_freed\":%llu",
-            STM_VERSION_MAJOR, STM_VERSION_MINOR, cfg.nursery_size, cfg.major_growth_percent,
-            cfg.major_min_heap, (unsigned long long)s.commits, (unsigned long long)s.aborts,
+            STM_VERSION_MAJOR, STM_VERSION_MINOR, eff.nursery_size, eff.major_growth_percent,
+            eff.major_min_heap, (unsigned long long)s.commits, (unsigned long long)s.aborts,
             (unsigned long long)s.bytes_allocated, (unsigned long long)s.bytes_promoted,
             (unsigned long long)s.objects_freed);
     env_overrides(f, true);
@@ -316,11 +328,12 @@ static void gb_backend_describe(FILE *f)
 {
     stm_stats s;
     get_stats(&s);
+    stm_config eff = effective_config();
     fprintf(f, "libstm %d.%d: nursery %zu KiB per thread, major collection at +%u%% "
                "(not below %zu MiB); %llu commits, %llu aborts; %.0f MiB allocated, %.0f MiB "
                "promoted",
-            STM_VERSION_MAJOR, STM_VERSION_MINOR, cfg.nursery_size >> 10,
-            cfg.major_growth_percent, cfg.major_min_heap >> 20, (unsigned long long)s.commits,
+            STM_VERSION_MAJOR, STM_VERSION_MINOR, eff.nursery_size >> 10,
+            eff.major_growth_percent, eff.major_min_heap >> 20, (unsigned long long)s.commits,
             (unsigned long long)s.aborts, (double)s.bytes_allocated / 1048576.0,
             (double)s.bytes_promoted / 1048576.0);
     env_overrides(f, false);

@@ -153,6 +153,16 @@ STM_API void stm_config_init(stm_config *cfg);
  * stm_rtm_enabled says why) or STM_ESTATE (already initialised). */
 STM_API int stm_init(const stm_config *cfg);
 
+/* Fills `cfg` with the configuration in effect: what stm_init was given,
+ * with defaults for zero fields, the environment overrides applied and
+ * nursery_size rounded as the library uses it.  Set cfg->size first
+ * (stm_config_init does): a caller compiled against an older, shorter
+ * stm_config gets the fields it knows.  Callable at any time after a
+ * successful stm_init, from any thread.  Returns STM_OK, STM_EINVAL (NULL,
+ * or cfg->size below the fields of the first version) or STM_ESTATE
+ * (stm_init has not succeeded). */
+STM_API int stm_get_config(stm_config *cfg);
+
 /* Whether stm_init enabled lock elision (1) or not (0).  If `why` is not
  * NULL it receives a short text starting with "on: " or "off: " that names
  * the mechanism or the reason ("off: the CPU does not offer RTM"); after

@@ -97,6 +97,18 @@ STM_API void stm_config_init(stm_config *cfg)
     cfg->major_min_heap = (size_t)16 << 20;
 }
 
+STM_API int stm_get_config(stm_config *cfg)
+{
+    if (!cfg || cfg->size < offsetof(stm_config, nursery_size))
+        return STM_EINVAL;
+    if (!stm_g.initialised)
+        return STM_ESTATE;
+    size_t n = cfg->size < sizeof stm_g.cfg ? cfg->size : sizeof stm_g.cfg;
+    memcpy(cfg, &stm_g.cfg, n);
+    cfg->size = n;
+    return STM_OK;
+}
+
 static size_t parse_size_env(const char *name, size_t dflt)
 {
     const char *s = secure_getenv(name);

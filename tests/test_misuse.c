@@ -10,8 +10,10 @@
 #include "support/tx_macros.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -490,8 +492,30 @@ Test(misuse, init_rejects_bad_configurations, .init = fatal_handler_only)
     CHECK_EQ(stm_init(&cfg), STM_EINVAL);
     /* None of these initialised the library. */
     CHECK_EQ(stm_thread_attach(), STM_ESTATE);
+    stm_config got;
+    stm_config_init(&got);
+    CHECK_EQ(stm_get_config(&got), STM_ESTATE);
     ts_config(&cfg, NULL);
+    cfg.nursery_size = 1000;               /* rounded up by the library */
     CHECK_EQ(stm_init(&cfg), STM_OK);
+    CHECK_EQ(stm_get_config(NULL), STM_EINVAL);
+    got.size = 4;
+    CHECK_EQ(stm_get_config(&got), STM_EINVAL);
+    stm_config_init(&got);
+    CHECK_EQ(stm_get_config(&got), STM_OK);
+    CHECK_EQ(got.size, sizeof got);
+    CHECK_EQ(got.nursery_size % 16, 0);
+    CHECK(got.nursery_size >= 1000 && got.nursery_size < 1016, "nursery %zu", got.nursery_size);
+    CHECK_PTR_EQ(got.trace, cfg.trace);
+    CHECK_EQ(got.major_growth_percent, 100);   /* zero asked: the default */
+    /* A caller compiled against a shorter stm_config gets just those fields. */
+    stm_config old;
+    memset(&old, 0xab, sizeof old);
+    old.size = offsetof(stm_config, heap_limit);
+    CHECK_EQ(stm_get_config(&old), STM_OK);
+    CHECK_EQ(old.size, offsetof(stm_config, heap_limit));
+    CHECK_EQ(old.nursery_size, got.nursery_size);
+    CHECK_EQ(old.heap_limit, (size_t)0xabababababababab);   /* untouched */
     CHECK_EQ(stm_init(&cfg), STM_ESTATE);  /* only once */
     CHECK_EQ(stm_thread_attach(), STM_OK);
     CHECK_EQ(stm_thread_attach(), STM_ESTATE);

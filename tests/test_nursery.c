@@ -569,6 +569,10 @@ Test(nursery, env_nursery_size_is_used, .init = setup_env_4k, .fini = ts_teardow
     ts_run(tx_alloc_1000, &nx);
     /* 48000 bytes through a 4 KiB nursery. */
     CHECK(nx.collections >= 11, "only %lld minor collections", nx.collections);
+    stm_config c;
+    stm_config_init(&c);
+    CHECK_EQ(stm_get_config(&c), STM_OK);
+    CHECK_EQ(c.nursery_size, 4096);       /* the override, as in effect */
 }
 
 Test(nursery, bad_env_nursery_size_keeps_the_default, .init = setup_env_bad,
@@ -577,6 +581,11 @@ Test(nursery, bad_env_nursery_size_keeps_the_default, .init = setup_env_bad,
     nctx nx = { 0 };
     ts_run(tx_alloc_1000, &nx);
     CHECK_EQ(nx.collections, 0);         /* 48000 bytes fit in 4 MiB */
+    stm_config c, dflt;
+    stm_config_init(&c);
+    stm_config_init(&dflt);
+    CHECK_EQ(stm_get_config(&c), STM_OK);
+    CHECK_EQ(c.nursery_size, dflt.nursery_size);
 }
 
 /* ---- tiny nursery: nearly every allocation collects ---------------------------- */
