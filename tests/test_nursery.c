@@ -416,7 +416,7 @@ Test(nursery, object_written_in_place_is_promoted_with_its_backup, .init = ts_se
 
 /* Stubs held by another thread into our nursery are re-pointed by our
  * minor collection (DESIGN I5). */
-static node *volatile shared_raw;
+static node *volatile shared_raw, *volatile shared_raw_leaf;
 
 static void owner_a(void *arg)
 {
@@ -424,6 +424,7 @@ static void owner_a(void *arg)
     ts_run(tx_make, nx);                 /* n(1) -> leaf(2), both young */
     nx->m = nx->n->left;
     shared_raw = nx->n;
+    shared_raw_leaf = nx->m;             /* for a thief that steals it directly */
     ls_set(1);
     ls_wait(2);                          /* B stole n, holds a stub to leaf */
     ts_run(tx_collect_only, nx);         /* no roots: leaf lives through the stub */
@@ -478,22 +479,6 @@ Test(nursery, stubs_into_the_nursery_are_repointed_by_its_owner, .init = ts_setu
  * through this stub) must become a plain forwarder to that thief's public
  * copy at our minor collection, not a stub of ours leading to it: stm_steal
  * would lock us for an object in another thread's old space (DESIGN I5). */
-static node *volatile shared_raw_leaf;
-
-static void owner_a_leaf_stolen(void *arg)
-{
-    nctx *nx = arg;
-    ts_run(tx_make, nx);                 /* n(1) -> leaf(2), both young */
-    nx->m = nx->n->left;
-    shared_raw = nx->n;
-    shared_raw_leaf = nx->m;
-    ls_set(1);
-    ls_wait(2);                          /* B holds a stub to leaf, and stole leaf */
-    ts_run(tx_collect_only, nx);
-    ls_set(3);
-    ls_wait(4);
-}
-
 static int tx_b_steal_leaf(void *arg)
 {
     nctx *nx = arg;
@@ -534,7 +519,7 @@ Test(nursery, stub_to_a_young_object_stolen_directly_becomes_a_forwarder, .init 
      .fini = ts_teardown)
 {
     nctx nx = { 0 };
-    two_threads(owner_a_leaf_stolen, thief_b_leaf_stolen, &nx);
+    two_threads(owner_a, thief_b_leaf_stolen, &nx);
     CHECK_EQ(nx.promoted, 0);            /* n and leaf both live on as B's copies */
     CHECK_EQ(nx.v, 2);
 }
