@@ -66,6 +66,10 @@ static void translate_field(void **field, void *ctx)
         return;
     if (flags & F_MOVED) {
         *field = (void *)stm_load_relaxed(&q->revision);
+        /* I4: the forward is a thief's public copy.  A minor collection's
+         * forwards (to the owner's promoted, non-public copies) are gone
+         * before anyone can take the owner's lock again. */
+        STM_ASSERT(stm_load_relaxed(&((const stm_header *)*field)->flags) & F_PUBLIC);
         return;
     }
     stm_stub *s = stm_make_stub(cx->me, cx->owner, q);
