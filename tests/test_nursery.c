@@ -31,6 +31,7 @@ typedef struct nctx {
     node *n, *m, *w;
     long long promoted, collections;
     int attempts;
+    int steal_leaf;                      /* thief_b: also steal the leaf directly */
     long v;
 } nctx;
 
@@ -455,26 +456,6 @@ static int tx_b_follow_stub(void *arg)
     return STM_DONE;
 }
 
-static void thief_b(void *arg)
-{
-    nctx *nx = arg;
-    ls_wait(1);
-    ts_run(tx_b_steal_n, nx);
-    ls_set(2);
-    ls_wait(3);
-    ts_run(tx_b_follow_stub, nx);
-    ls_set(4);
-}
-
-Test(nursery, stubs_into_the_nursery_are_repointed_by_its_owner, .init = ts_setup,
-     .fini = ts_teardown)
-{
-    nctx nx = { 0 };
-    two_threads(owner_a, thief_b, &nx);
-    CHECK_EQ(nx.promoted, NODE);         /* only the leaf */
-    CHECK_EQ(nx.v, 2);
-}
-
 /* A stub into our nursery whose target another thief stole directly (not
  * through this stub) must become a plain forwarder to that thief's public
  * copy at our minor collection, not a stub of ours leading to it: stm_steal
@@ -503,23 +484,36 @@ static int tx_b_stub_forwards(void *arg)
     return STM_DONE;
 }
 
-static void thief_b_leaf_stolen(void *arg)
+/* B steals n (getting a stub to the young leaf); with nx->steal_leaf it
+ * also steals the leaf itself, directly.  After A's minor collection it
+ * checks what the stub became. */
+static void thief_b(void *arg)
 {
     nctx *nx = arg;
     ls_wait(1);
     ts_run(tx_b_steal_n, nx);
-    ts_run(tx_b_steal_leaf, nx);
+    if (nx->steal_leaf)
+        ts_run(tx_b_steal_leaf, nx);
     ls_set(2);
     ls_wait(3);
-    ts_run(tx_b_stub_forwards, nx);
+    ts_run(nx->steal_leaf ? tx_b_stub_forwards : tx_b_follow_stub, nx);
     ls_set(4);
+}
+
+Test(nursery, stubs_into_the_nursery_are_repointed_by_its_owner, .init = ts_setup,
+     .fini = ts_teardown)
+{
+    nctx nx = { 0 };
+    two_threads(owner_a, thief_b, &nx);
+    CHECK_EQ(nx.promoted, NODE);         /* only the leaf */
+    CHECK_EQ(nx.v, 2);
 }
 
 Test(nursery, stub_to_a_young_object_stolen_directly_becomes_a_forwarder, .init = ts_setup,
      .fini = ts_teardown)
 {
-    nctx nx = { 0 };
-    two_threads(owner_a, thief_b_leaf_stolen, &nx);
+    nctx nx = { .steal_leaf = 1 };
+    two_threads(owner_a, thief_b, &nx);
     CHECK_EQ(nx.promoted, 0);            /* n and leaf both live on as B's copies */
     CHECK_EQ(nx.v, 2);
 }
