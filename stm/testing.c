@@ -71,4 +71,5 @@ STM_API intptr_t stm_test_last_commit_point(void)
 }
 STM_API intptr_t stm_test_snapshot(void) { return stm_me ? stm_me->snapshot : -1; }
 STM_API size_t stm_test_read_set_size(void) { return stm_me ? stm_me->read_set.count : 0; }
+STM_API void stm_test_sort_words(uintptr_t *items, size_t n) { stm_sort_words(items, n); }
 #endif

@@ -33,6 +33,8 @@ unsigned stm_test_thread_index(void);
 intptr_t stm_test_global_time(void);
 /* Size of the calling thread's read set. */
 size_t stm_test_read_set_size(void);
+/* The library's sort of words (read-set deduplication, lock order). */
+void stm_test_sort_words(uintptr_t *items, size_t n);
 /* The calling thread's snapshot (the clock value its reads are valid at). */
 intptr_t stm_test_snapshot(void);
 
