@@ -99,6 +99,7 @@ static void on_out_of_memory(size_t bytes)
 }
 
 static stm_config cfg;
+static bool g_layouts;         /* node layouts registered (not --callbacks) */
 static void *g_long_tree;      /* registered global roots: public copies */
 static void *g_array;
 static __thread size_t tl_progress_slot;   /* shadow-stack index of the gb_progress */
@@ -112,6 +113,15 @@ static void gb_backend_init(const gb_opts *o)
     cfg.out_of_memory = on_out_of_memory;
     if (stm_init(&cfg) != STM_OK)
         die("stm_init failed");
+    g_layouts = !o->callbacks;
+    if (g_layouts) {
+        /* What an interpreter would do for its fixed-size types: the
+         * collector then needs no callback for them. */
+        static const size_t node_ptrs[] = { offsetof(gb_node, left), offsetof(gb_node, right) };
+        if (stm_register_layout(T_NODE, sizeof(gb_node), node_ptrs, 2) != STM_OK ||
+            stm_register_layout(T_PROGRESS, sizeof(gb_progress), NULL, 0) != STM_OK)
+            die("stm_register_layout failed");
+    }
     if (stm_thread_attach() != STM_OK)
         die("stm_thread_attach failed");
 }
@@ -314,6 +324,7 @@ static void gb_backend_json(FILE *f)
     stm_stats s;
     get_stats(&s);
     stm_config eff = effective_config();
+    fprintf(f, ",\"layouts\":%s", g_layouts ? "true" : "false");
     fprintf(f, ",\"gc_version\":\"libstm %d.%d\",\"nursery_bytes\":%zu,\"major_growth_percent\":%u,"
                "\"major_min_heap_bytes\":%zu,\"commits\":%llu,\"aborts\":%llu,"
                "\"bytes_allocated\":%llu,\"bytes_promoted\":%llu,\"objects_freed\":%llu",
@@ -331,10 +342,11 @@ static void gb_backend_describe(FILE *f)
     stm_config eff = effective_config();
     fprintf(f, "libstm %d.%d: nursery %zu KiB per thread, major collection at +%u%% "
                "(not below %zu MiB); %llu commits, %llu aborts; %.0f MiB allocated, %.0f MiB "
-               "promoted",
+               "promoted; nodes %s",
             STM_VERSION_MAJOR, STM_VERSION_MINOR, eff.nursery_size >> 10,
             eff.major_growth_percent, eff.major_min_heap >> 20, (unsigned long long)s.commits,
             (unsigned long long)s.aborts, (double)s.bytes_allocated / 1048576.0,
-            (double)s.bytes_promoted / 1048576.0);
+            (double)s.bytes_promoted / 1048576.0,
+            g_layouts ? "by registered layout" : "by callbacks (--callbacks)");
     env_overrides(f, false);
 }

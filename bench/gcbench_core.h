@@ -95,6 +95,8 @@ typedef struct gb_opts {
     enum gb_check check;
     bool json;
     bool pin;
+    bool callbacks;        /* libstm only: no stm_register_layout, every object
+                              sized and traced by the callbacks */
 } gb_opts;
 
 /* TreeSize: nodes in a complete tree of depth d. */
@@ -402,6 +404,8 @@ static void gb_usage(FILE *f)
             "                       (default 0: until stm_should_break says to commit)\n"
             "  --check none|last|all  which temporary trees to walk (default last)\n"
             "  --no-pin             do not bind threads to CPUs\n"
+            "  --callbacks          libstm only: size and trace nodes through the\n"
+            "                       callbacks, not a registered layout\n"
             "  --json               one JSON object on stdout instead of the report\n",
             strcmp(GB_GC_NAME, "boehm") ? "" : "_boehm", GB_GC_NAME, GB_MAX_THREADS,
             GB_MIN_TREE_DEPTH, GB_MAX_MAX_DEPTH, GB_DEFAULT_MAX_DEPTH, GB_LONG_LIVED_DEPTH,
@@ -435,6 +439,8 @@ static void gb_parse_args(int argc, char **argv, gb_opts *o)
             o->json = true;
         } else if (!strcmp(a, "--no-pin")) {
             o->pin = false;
+        } else if (!strcmp(a, "--callbacks")) {
+            o->callbacks = true;
         } else if (!v) {
             fprintf(stderr, "gcbench: unknown option or missing value: %s\n", a);
             gb_usage(stderr);

@@ -177,10 +177,6 @@ void gc_check_doomed(stm_thread *t)
 
 /* ---- marking ---------------------------------------------------------------- */
 
-typedef struct weakref {
-    stm_header hdr;
-    void *target;
-} weakref;
 
 typedef struct major_ctx {
     stm_vec stack;          /* marked, not yet traced */
@@ -264,14 +260,6 @@ static void mark_visit(void **field, void *ctx)
     mark_obj(ctx, *field);
 }
 
-void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx)
-{
-    uint32_t f = ((stm_header *)obj)->flags;
-    if (f & (F_STUB | F_WEAKREF | F_SHADOW))
-        return;
-    stm_g.cfg.trace(obj, visit, ctx);
-}
-
 static bool is_outdated_public(const stm_header *h);
 
 /* Everything one copy keeps alive: its fields, the newer copy its
@@ -308,7 +296,7 @@ static void trace_copy(major_ctx *cx, stm_header *h, bool young)
     if (f & F_WEAKREF)
         push(cx, &cx->weak, h);
     else if (!(f & F_MOVED) && !is_outdated_public(h))
-        stm_g.cfg.trace(h, mark_visit, cx);
+        gc_trace_client(h, mark_visit, cx);
     if (REV_IS_PTR(rev))
         mark_obj(cx, (void *)rev);
     if (h->ident) {
@@ -534,7 +522,7 @@ static void *weak_survivor(major_ctx *cx, void *p)
 static void process_weakrefs(major_ctx *cx)
 {
     for (size_t i = 0; i < cx->weak.count; i++) {
-        weakref *w = (weakref *)cx->weak.items[i];
+        gc_weakref *w = (gc_weakref *)cx->weak.items[i];
         if (!w->target)
             continue;
         void *s = weak_survivor(cx, w->target);
@@ -766,10 +754,10 @@ static void compact(major_ctx *cx, stm_thread *self)
          * name freed blocks; every transaction that could read them is
          * doomed (step 1), and relocation overwrites them. */
         if (!(f & (F_STUB | F_MOVED | F_WEAKREF)) && !is_outdated_public(x))
-            stm_g.cfg.trace(x, fwd_visit, NULL);
+            gc_trace_client(x, fwd_visit, NULL);
     }
     for (size_t i = 0; i < cx->weak.count; i++) {
-        weakref *w = (weakref *)cx->weak.items[i];
+        gc_weakref *w = (gc_weakref *)cx->weak.items[i];
         w->target = fwd(w->target);
     }
     for (unsigned i = 1; i <= n; i++) {
@@ -889,7 +877,7 @@ static void verify_copy(const stm_header *h)
     verify_what = "field of";
     uint32_t f = h->flags;
     if (!(f & (F_STUB | F_MOVED | F_WEAKREF | F_SHADOW)) && !is_outdated_public(h))
-        stm_g.cfg.trace((void *)h, verify_visit, NULL);
+        gc_trace_client((void *)h, verify_visit, NULL);
     verify_what = "revision of";
     if (REV_IS_PTR(h->revision) || ((f & F_STUB) && REV_IS_STUBPTR(h->revision)))
         verify_ref((void *)(h->revision & ~(intptr_t)3));

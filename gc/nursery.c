@@ -15,10 +15,6 @@
 
 #include "gc/pages.h"
 
-typedef struct weakref {
-    stm_header hdr;
-    void *target;
-} weakref;
 /* Under AddressSanitizer the nursery's free part is poisoned: memory a
  * minor collection has moved objects out of becomes inaccessible until it
  * is allocated again, so a stale pointer into it faults at once instead
@@ -77,17 +73,6 @@ static void zero_ahead(stm_thread *t, char *end)
     memset(t->nursery_zeroed, 0, (size_t)(to - t->nursery_zeroed));
     t->nursery_zeroed = to;
 #endif
-}
-
-size_t gc_object_size(const void *obj)
-{
-    const stm_header *h = obj;
-    uint32_t f = stm_load_relaxed(&h->flags);
-    if (f & F_STUB)
-        return sizeof(stm_stub);
-    if (f & F_WEAKREF)
-        return sizeof(weakref);
-    return stm_g.cfg.object_size(obj);
 }
 
 void *gc_nursery_take(stm_thread *t, size_t rounded)
@@ -364,7 +349,7 @@ static bool minor_collect(stm_thread *t)
 
     /* Weak references promoted now: their young targets moved or died. */
     for (size_t i = 0; i < t->minor_weakrefs.count; i++) {
-        weakref *w = (weakref *)t->minor_weakrefs.items[i];
+        gc_weakref *w = (gc_weakref *)t->minor_weakrefs.items[i];
         if (w->target && stm_is_young(t, w->target)) {
             w->target = survivor(t, w->target);
             if (!w->target)

@@ -12,12 +12,9 @@
 
 #include "gc/pages.h"
 
-typedef struct weakref {
-    stm_header hdr;
-    void *target;
-} weakref;
 
 static pthread_mutex_t finalizers_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t layouts_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 uintptr_t gc_original_of(const stm_header *h)
 {
@@ -114,7 +111,7 @@ STM_API void *stm_weakref_new(void *target)
 {
     in_tx_or_die("stm_weakref_new");
     stm_push_root(target);
-    weakref *w = stm_allocate(sizeof(weakref), STM_TID_WEAKREF);
+    gc_weakref *w = stm_allocate(sizeof(gc_weakref), STM_TID_WEAKREF);
     target = stm_pop_root();
     if (!w)
         return NULL;     /* inevitable transaction out of memory */
@@ -129,7 +126,7 @@ STM_API void *stm_weakref_get(const void *ref)
     stm_thread *t = in_tx_or_die("stm_weakref_get");
     if (!ref)
         stm_fatal("stm_weakref_get called on NULL");
-    const weakref *w = stm_read(ref);
+    const gc_weakref *w = stm_read(ref);
     if (!(stm_load_relaxed(&w->hdr.flags) & F_WEAKREF))
         stm_fatal("stm_weakref_get: %p is not a weak reference (tid %u)", ref, w->hdr.tid);
     void *target = w->target;
@@ -202,3 +199,89 @@ STM_API void *stm_allocate_finalizable(size_t size, uint32_t tid)
         stm_vec_push_reserved(&t->old_finalizable, (uintptr_t)h);
     return h;
 }
+
+/* ---- layouts --------------------------------------------------------- */
+
+STM_API int stm_register_layout(uint32_t tid, size_t size, const size_t *offsets, size_t count)
+{
+    if (!stm_g.initialised || (stm_me && stm_me->state != TX_NONE))
+        return STM_ESTATE;
+    if (tid > STM_LAYOUT_MAX_TID || size < sizeof(stm_header) || size > STM_LAYOUT_MAX_SIZE ||
+        (count && !offsets))
+        return STM_EINVAL;
+    uint64_t pointers = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t off = offsets[i];
+        if (off % sizeof(void *) || off < sizeof(stm_header) || off > size - sizeof(void *))
+            return STM_EINVAL;
+        uint64_t bit = (uint64_t)1 << (off / sizeof(void *));
+        if (pointers & bit)
+            return STM_EINVAL;
+        pointers |= bit;
+    }
+    int rc = STM_OK;
+    pthread_mutex_lock(&layouts_mutex);   /* one writer per entry */
+    stm_layout *l = &stm_g.layouts[tid];
+    if (stm_load_relaxed(&l->size)) {
+        if (l->size != size || l->pointers != pointers)
+            rc = STM_ESTATE;
+    } else {
+        stm_store_relaxed(&l->pointers, pointers);
+        /* Release: pairs with the acquire load in stm_layout_of; a
+         * collector that sees the size sees the mask. */
+        stm_store_release(&l->size, (uint32_t)size);
+    }
+    pthread_mutex_unlock(&layouts_mutex);
+    return rc;
+}
+
+void gc_trace_by_callback(void *obj, stm_visit_fn *visit, void *ctx)
+{
+    if (!stm_g.cfg.trace)
+        stm_fatal("object %p has type %u, which has no layout (stm_register_layout), and "
+                  "stm_config.trace is NULL",
+                  obj, ((const stm_header *)obj)->tid);
+    stm_g.cfg.trace(obj, visit, ctx);
+}
+
+size_t gc_size_by_callback(const void *obj)
+{
+    if (!stm_g.cfg.object_size)
+        stm_fatal("object %p has type %u, which has no layout (stm_register_layout), and "
+                  "stm_config.object_size is NULL",
+                  obj, ((const stm_header *)obj)->tid);
+    return stm_g.cfg.object_size(obj);
+}
+
+#if STM_DEBUG > 0
+static void collect_offset(void **field, void *ctx)
+{
+    uintptr_t *a = ctx;   /* [0]: the object, [1]: the mask so far */
+    size_t off = (size_t)((uintptr_t)field - a[0]);
+    if (off % sizeof(void *) || off >= STM_LAYOUT_MAX_SIZE)
+        a[1] = ~(uintptr_t)0;   /* cannot be a layout's mask */
+    else
+        a[1] |= (uintptr_t)1 << (off / sizeof(void *));
+}
+
+/* Debug builds: a layout that disagrees with the callbacks is the
+ * client's bug, reported before it corrupts anything. */
+void gc_check_layout(const void *obj, const stm_layout *l)
+{
+    uint32_t tid = ((const stm_header *)obj)->tid;
+    if (stm_g.cfg.object_size) {
+        size_t by_callback = stm_g.cfg.object_size(obj);
+        if (by_callback != l->size)
+            stm_fatal("type %u: stm_register_layout said %u bytes, object_size says %zu for %p",
+                      tid, l->size, by_callback, obj);
+    }
+    if (stm_g.cfg.trace) {
+        uintptr_t a[2] = { (uintptr_t)obj, 0 };
+        stm_g.cfg.trace((void *)obj, collect_offset, a);
+        if (a[1] != l->pointers)
+            stm_fatal("type %u: stm_register_layout names pointer words %#llx, the trace "
+                      "callback visits %#llx for %p",
+                      tid, (unsigned long long)l->pointers, (unsigned long long)a[1], obj);
+    }
+}
+#endif

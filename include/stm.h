@@ -101,8 +101,9 @@ typedef size_t stm_size_fn(const void *obj);
  * tell which fields a caller compiled against. */
 typedef struct stm_config {
     size_t size;
-    stm_size_fn *object_size;      /* required */
-    stm_trace_fn *trace;           /* required */
+    stm_size_fn *object_size;      /* required unless every type the program
+                                      allocates has a layout (below) */
+    stm_trace_fn *trace;           /* the same */
     size_t nursery_size;           /* bytes per thread; default 4 MiB, min 256 B */
     size_t shadow_stack_size;      /* roots per thread; default 1 Mi entries */
     unsigned max_attempts;         /* attempts before a transaction is retried as
@@ -140,6 +141,29 @@ typedef struct stm_config {
  * result, only timing. */
 enum { STM_RTM_OFF = 0, STM_RTM_AUTO = 1, STM_RTM_ON = 2 };
 
+/* Object layouts.  Declares that every object of type `tid` is `size`
+ * bytes long (header included, the size given to stm_allocate) and holds
+ * stm pointers (or NULL) at exactly the `count` byte offsets listed, and
+ * nowhere else.  The collector then sizes and traces these objects
+ * itself instead of calling the object_size and trace callbacks, which
+ * makes minor and major collections faster (docs/PERFORMANCE.md); most
+ * interpreters can describe their fixed-size types this way and keep the
+ * callbacks for the variable-sized ones.  Call after stm_init, outside
+ * transactions, from any thread, before the first object of the type is
+ * allocated.  A layout is a promise about every object of the type: a
+ * wrong one corrupts the heap as a wrong callback would (debug builds of
+ * the library compare it with the callbacks, when there are callbacks,
+ * at each use).  Returns STM_OK (also when the same layout is registered
+ * again); STM_EINVAL if tid exceeds STM_LAYOUT_MAX_TID, size is below
+ * sizeof(stm_header) or above STM_LAYOUT_MAX_SIZE, an offset is not a
+ * multiple of sizeof(void *), lies in the header or past the end, or is
+ * listed twice, or `offsets` is NULL with count > 0; STM_ESTATE before
+ * stm_init, inside a transaction, or if `tid` already has another layout
+ * (a type's layout cannot change). */
+#define STM_LAYOUT_MAX_TID 4095u
+#define STM_LAYOUT_MAX_SIZE (64 * sizeof(void *))
+STM_API int stm_register_layout(uint32_t tid, size_t size, const size_t *offsets, size_t count);
+
 /* Fills `cfg` with the defaults.  Callable at any time. */
 STM_API void stm_config_init(stm_config *cfg);
 
@@ -148,8 +172,8 @@ STM_API void stm_config_init(stm_config *cfg);
  * override some fields: STM_NURSERY_SIZE and STM_HEAP_LIMIT (bytes, k/M/G
  * suffixes), STM_MAJOR_GROWTH (percent), STM_MAJOR_MIN_HEAP (bytes) and
  * STM_RTM (auto, on or off: stm_config.rtm).  Returns STM_OK, STM_EINVAL
- * (missing callback, bad size, an rtm value or STM_RTM spelling not
- * listed), STM_ENOTSUP (rtm on, and RTM is not usable here:
+ * (one callback without the other, bad size, an rtm value or STM_RTM
+ * spelling not listed), STM_ENOTSUP (rtm on, and RTM is not usable here:
  * stm_rtm_enabled says why) or STM_ESTATE (already initialised). */
 STM_API int stm_init(const stm_config *cfg);
 

@@ -133,8 +133,9 @@ STM_API int stm_init(const stm_config *user)
 {
     if (stm_g.initialised)
         return STM_ESTATE;
-    if (!user || user->size < offsetof(stm_config, nursery_size) || !user->object_size ||
-        !user->trace)
+    /* Both callbacks or neither (every type then has a layout). */
+    if (!user || user->size < offsetof(stm_config, nursery_size) ||
+        !user->object_size != !user->trace)
         return STM_EINVAL;
     stm_config cfg;
     stm_config_init(&cfg);

@@ -80,6 +80,21 @@ typedef struct stm_stub {
     uintptr_t pad_;
 } stm_stub;
 
+/* A weak reference (STM_TID_WEAKREF, F_WEAKREF): its target is not traced. */
+typedef struct gc_weakref {
+    stm_header hdr;
+    void *target;
+} gc_weakref;
+
+/* How the collector sizes and traces a type without callbacks: `size`
+ * bytes, an stm pointer in word i (of sizeof(void *) bytes) for each bit
+ * i of `pointers`.  size == 0: no layout. */
+typedef struct stm_layout {
+    uint32_t size;
+    uint32_t pad_;
+    uint64_t pointers;
+} stm_layout;
+
 /* ---- statistics ------------------------------------------------------- */
 enum {
 #define STM__X(name, text) STAT_##name,
@@ -206,10 +221,76 @@ typedef struct stm_globals {
     size_t heap_peak;                /* atomic */
     uint64_t major_next;             /* old bytes in use that trigger a major collection */
     size_t large_threshold;          /* objects above go straight to old space */
+    stm_layout layouts[STM_LAYOUT_MAX_TID + 1];   /* stm_register_layout */
 } stm_globals;
 
 extern STM_HIDDEN stm_globals stm_g;
 extern STM_HIDDEN __thread stm_thread *stm_me;
+
+/* ---- object layouts (gc/objects.c, stm_register_layout) -------------- */
+
+/* The registered layout of type tid, or NULL: then the callbacks size and
+ * trace its objects.  Written once, before the first object of the type
+ * is allocated; a collector may read it in another thread at any time. */
+static inline const stm_layout *stm_layout_of(uint32_t tid)
+{
+    if (tid > STM_LAYOUT_MAX_TID)
+        return NULL;
+    const stm_layout *l = &stm_g.layouts[tid];
+    /* Acquire: pairs with the release store of `size` in
+     * stm_register_layout, so the pointer mask read next is complete. */
+    return stm_load_acquire(&l->size) ? l : NULL;
+}
+
+STM_HIDDEN STM_COLD void gc_trace_by_callback(void *obj, stm_visit_fn *visit, void *ctx);
+STM_HIDDEN STM_COLD size_t gc_size_by_callback(const void *obj);
+#if STM_DEBUG > 0
+STM_HIDDEN void gc_check_layout(const void *obj, const stm_layout *l);
+#endif
+
+/* The client's fields of a copy of an ordinary object (not a stub, weak
+ * reference or reserved address: gc_trace_fields checks).  Inline, so
+ * that a collector's visit function is inlined into the layout loop. */
+static inline void gc_trace_client(void *obj, stm_visit_fn *visit, void *ctx)
+{
+    const stm_layout *l = stm_layout_of(((const stm_header *)obj)->tid);
+    if (__builtin_expect(l == NULL, 0)) {
+        gc_trace_by_callback(obj, visit, ctx);
+        return;
+    }
+#if STM_DEBUG > 0
+    gc_check_layout(obj, l);
+#endif
+    void **words = obj;
+    for (uint64_t m = l->pointers; m; m &= m - 1)
+        visit(&words[__builtin_ctzll(m)], ctx);
+}
+
+/* Visits the strong references of any copy: the client's fields, or for a
+ * stub / weak reference / reserved address nothing (their references are
+ * the library's). */
+static inline void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx)
+{
+    uint32_t f = ((const stm_header *)obj)->flags;
+    if (f & (F_STUB | F_WEAKREF | F_SHADOW))
+        return;
+    gc_trace_client(obj, visit, ctx);
+}
+
+/* The size of any copy, as given to stm_allocate (not rounded). */
+static inline size_t gc_object_size(const void *obj)
+{
+    const stm_header *h = obj;
+    uint32_t f = stm_load_relaxed(&h->flags);
+    if (f & F_STUB)
+        return sizeof(stm_stub);
+    if (f & F_WEAKREF)
+        return sizeof(gc_weakref);
+    const stm_layout *l = stm_layout_of(h->tid);
+    if (__builtin_expect(l == NULL, 0))
+        return gc_size_by_callback(obj);
+    return l->size;
+}
 
 /* ---- test hooks (STM_TESTING builds only) ---------------------------- */
 #ifdef STM_TESTING
@@ -277,10 +358,6 @@ STM_HIDDEN void gc_old_free(stm_thread *t, void *p, size_t size);
 STM_HIDDEN unsigned gc_owner_of(const void *p);                /* 0: not ours (static) */
 /* False (and nothing changed) if memory for the collection is missing. */
 STM_HIDDEN bool gc_minor_collect(stm_thread *t);
-STM_HIDDEN size_t gc_object_size(const void *obj);
-/* Visits the strong references of any copy: the client's fields, or for a
- * stub / weak reference nothing (their references are the library's). */
-STM_HIDDEN void gc_trace_fields(void *obj, stm_visit_fn *visit, void *ctx);
 STM_HIDDEN bool gc_is_any_nursery(const void *p);
 /* The original (identity-bearing) copy of an old object or a copy of it;
  * 0 for a young original without a reserved address. */

@@ -119,7 +119,7 @@ void *stm_publish_locked(stm_thread *me, stm_thread *owner, void *obj)
     if (src_flags & F_WEAKREF)
         translate_field((void **)(copy + 1), &cx);   /* the target, weakly held */
     else
-        stm_g.cfg.trace(copy, translate_field, &cx);
+        gc_trace_client(copy, translate_field, &cx);
     if (cx.failed) {
         gc_old_free(me, copy, size);
         return NULL;

@@ -1681,7 +1681,7 @@ Test(major, heap_limit_gives_enomem_and_recovers, .init = setup_heap_limit,
  * nursery byte surviving) is refused by the limit: the minor collection
  * must count what really survives (nothing much) and go ahead, after
  * which the major collection frees the list.  (It once failed this way:
- * docs/DESIGN.md 13.9.) */
+ * docs/DESIGN.md 13.10.) */
 Test(major, heap_limit_recovers_when_the_nursery_references_dropped_data,
      .init = setup_heap_limit, .fini = ts_teardown)
 {

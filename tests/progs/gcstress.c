@@ -341,7 +341,16 @@ int main(int argc, char **argv)
     cfg.nursery_size = opt_nursery;
     cfg.major_min_heap = 1 << 20;      /* major collections from 1 MiB on */
     cfg.major_growth_percent = 50;
-    if (stm_init(&cfg) != STM_OK || stm_thread_attach() != STM_OK ||
+    /* Nodes and slots by layout, the array by the callbacks: both ways of
+     * tracing under stealing and major collections (and debug builds
+     * compare each layout with the callbacks at every use). */
+    static const size_t node_ptrs[] = { offsetof(node, next) };
+    static const size_t slot_ptrs[] = { offsetof(slot, head) };
+    if (stm_init(&cfg) != STM_OK ||
+        stm_register_layout(T_NODE, sizeof(node), node_ptrs, 1) != STM_OK ||
+        stm_register_layout(T_FNODE, sizeof(node), node_ptrs, 1) != STM_OK ||
+        stm_register_layout(T_SLOT, sizeof(slot), slot_ptrs, 1) != STM_OK ||
+        stm_thread_attach() != STM_OK ||
         stm_register_finalizer(T_FNODE, node_finalizer) != STM_OK) {
         fprintf(stderr, "gcstress: initialisation failed\n");
         return 2;
