@@ -177,7 +177,6 @@ void gc_check_doomed(stm_thread *t)
 
 /* ---- marking ---------------------------------------------------------------- */
 
-
 typedef struct major_ctx {
     stm_vec stack;          /* marked, not yet traced */
     stm_vec marked;         /* every marked heap object (compaction only) */
