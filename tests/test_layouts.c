@@ -89,34 +89,6 @@ Test(layouts, init_takes_both_callbacks_or_neither, .init = fatal_handler_only)
 
 /* ---- objects described by their layout ----------------------------------- */
 
-/* A complete tree of `depth` levels whose values count up in post-order
- * (children before their parent): a lost, swapped or stale child breaks
- * the order that check_tree expects. */
-static node *build_tree(int depth, long *next)
-{
-    if (depth == 0)
-        return NULL;
-    node *left = build_tree(depth - 1, next);
-    stm_push_root(left);
-    node *right = build_tree(depth - 1, next);
-    left = stm_pop_root();
-    return ts_new_node((*next)++, left, right);
-}
-
-static long check_tree(node *n, long *expect)
-{
-    if (!n)
-        return 0;
-    node *c = RD(n);
-    long count = check_tree(c->left, expect);
-    c = RD(n);
-    count += check_tree(c->right, expect);
-    c = RD(n);
-    CHECK_EQ(c->value, *expect);
-    (*expect)++;
-    return count + 1;
-}
-
 /* Builds a tree of 2^depth - 1 nodes (many minor collections on the way),
  * checks it after a major collection, then drops it and checks that a
  * major collection frees every node. */
@@ -125,7 +97,7 @@ static void tree_survives_and_dies(int depth)
     long nodes = (1L << depth) - 1;
     TX_BEGIN();
     long next = 0;
-    node *root = build_tree(depth, &next);
+    node *root = ts_build_tree(depth, &next);
     CHECK_EQ(next, nodes);
     stm_push_root(root);
     stm_minor_collect();           /* every node old: counted when freed */
@@ -137,7 +109,9 @@ static void tree_survives_and_dies(int depth)
     CHECK_EQ(stm_major_collect(), STM_OK);
     TX_BEGIN();
     long expect = 0;
-    CHECK_EQ(check_tree(stm_root_slot(0)[0], &expect), nodes);
+    bool ok = true;
+    CHECK_EQ(ts_check_tree(stm_root_slot(0)[0], depth, &expect, &ok), nodes);
+    CHECK(ok, "the tree is intact after the major collection");
     TX_COMMIT();
 
     (void)stm_pop_root();

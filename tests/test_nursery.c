@@ -610,50 +610,18 @@ Test(nursery, tiny_nursery_long_list_in_one_transaction, .init = ts_setup_tiny,
     CHECK(nx.collections > 100, "only %lld minor collections", nx.collections);
 }
 
-/* A balanced tree built recursively: every pointer held in C lives on the
- * shadow stack across allocations. */
-static node *build_tree(int depth, long *counter)
-{
-    if (depth == 0)
-        return NULL;
-    node *l = build_tree(depth - 1, counter);
-    stm_push_root(l);
-    node *r = build_tree(depth - 1, counter);
-    l = stm_pop_root();
-    return ts_new_node((*counter)++, l, r);
-}
-
-static long check_tree(node *t, int depth, long *counter, bool *ok)
-{
-    if (depth == 0) {
-        if (t != NULL)
-            *ok = false;
-        return 0;
-    }
-    if (t == NULL) {
-        *ok = false;
-        return 0;
-    }
-    node *r = RD(t);
-    long n = check_tree(r->left, depth - 1, counter, ok);
-    n += check_tree(r->right, depth - 1, counter, ok);
-    if (r->value != (*counter)++)
-        *ok = false;
-    return n + 1;
-}
-
 static int tx_tree(void *arg)
 {
     nctx *nx = arg;
     long counter = 0;
-    node *t = build_tree(11, &counter);
+    node *t = ts_build_tree(11, &counter);
     CHECK_EQ(counter, 2047);
     stm_push_root(t);
     ts_churn(64 << 10);
     t = stm_pop_root();
     bool ok = true;
     long seen = 0;
-    CHECK_EQ(check_tree(t, 11, &seen, &ok), 2047);
+    CHECK_EQ(ts_check_tree(t, 11, &seen, &ok), 2047);
     CHECK(ok, "the tree is intact");
     nx->n = t;
     return STM_DONE;
@@ -666,7 +634,7 @@ static int tx_check_tree(void *arg)
     long seen = 0;
     ts_churn(32 << 10);
     node *t = *stm_root_slot(0);
-    CHECK_EQ(check_tree(t, 11, &seen, &ok), 2047);
+    CHECK_EQ(ts_check_tree(t, 11, &seen, &ok), 2047);
     CHECK(ok, "the tree is intact in a later transaction");
     return STM_DONE;
 }

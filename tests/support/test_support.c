@@ -296,6 +296,36 @@ node *ts_new_node(long value, node *left, node *right)
     return n;
 }
 
+node *ts_build_tree(int depth, long *next)
+{
+    if (depth == 0)
+        return NULL;
+    node *l = ts_build_tree(depth - 1, next);
+    stm_push_root(l);
+    node *r = ts_build_tree(depth - 1, next);
+    l = stm_pop_root();
+    return ts_new_node((*next)++, l, r);
+}
+
+long ts_check_tree(node *t, int depth, long *next, bool *ok)
+{
+    if (depth == 0) {
+        if (t != NULL)
+            *ok = false;
+        return 0;
+    }
+    if (t == NULL) {
+        *ok = false;
+        return 0;
+    }
+    node *r = stm_read(t);
+    long n = ts_check_tree(r->left, depth - 1, next, ok);
+    n += ts_check_tree(r->right, depth - 1, next, ok);
+    if (r->value != (*next)++)
+        *ok = false;
+    return n + 1;
+}
+
 void ts_run(stm_tx_fn *fn, void *arg)
 {
     int r = stm_run(fn, arg);

@@ -199,6 +199,14 @@ stm_stats ts_stats(void);
 /* Inside a transaction: a new node; left and right are kept alive (and
  * updated) across the allocation through the shadow stack. */
 node *ts_new_node(long value, node *left, node *right);
+/* Inside a transaction: a complete tree of `depth` levels whose values
+ * count up from *next in post-order (children before their parent); every
+ * pointer held in C lives on the shadow stack across allocations. */
+node *ts_build_tree(int depth, long *next);
+/* Walks a tree from ts_build_tree: returns its node count; *ok becomes
+ * false if its shape or post-order values differ (a lost, swapped or
+ * stale child).  *next: the first value expected. */
+long ts_check_tree(node *t, int depth, long *next, bool *ok);
 /* stm_run, asserting STM_OK. */
 void ts_run(stm_tx_fn *fn, void *arg);
 /* Allocates `bytes` of short-lived garbage (in node-sized pieces). */
