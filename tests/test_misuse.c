@@ -476,7 +476,7 @@ Test(misuse, init_rejects_bad_configurations, .init = fatal_handler_only)
     stm_config cfg;
     CHECK_EQ(stm_init(NULL), STM_EINVAL);
     ts_config(&cfg, NULL);
-    cfg.object_size = NULL;
+    cfg.object_size = NULL;                /* one callback without the other */
     CHECK_EQ(stm_init(&cfg), STM_EINVAL);
     ts_config(&cfg, NULL);
     cfg.trace = NULL;
